@@ -1,0 +1,178 @@
+"""Adapter variants (LoRA, rsLoRA, VeRA) built with PEFT's public API, and the name contract.
+
+A variant is the second, independent axis next to the algorithm: it builds the PEFT config and
+says which parameter names form the ``A`` side and the ``B`` side of the low-rank update. The head
+is PEFT's ``modules_to_save`` copy of the classifier. Combined with an
+:class:`~fedsa.algorithms.Algorithm`, this gives a :class:`Layout`: every adapter parameter is
+exactly one of *shared*, *private* or *frozen*. The engine only ever moves whole layouts, which is
+what makes leaking one client's ``B`` into another client impossible by construction.
+
+The names PEFT gives parameters are the contract with PEFT; ``tests/test_adapters.py`` pins them so
+that an upgrade which renames internals fails loudly instead of silently sharing the wrong tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftConfig, PeftModel, TaskType, VeraConfig, get_peft_model
+from transformers import PreTrainedModel
+
+from fedsa.algorithms import A, B, HEAD, Algorithm, Slot
+from fedsa.config import AdapterConfig
+
+HEAD_MARKER = ".modules_to_save."
+"""PEFT wraps the task head (``classifier``/``score``) and trains its copy under this name."""
+
+
+def _lora(cfg: AdapterConfig, seed: int, task_type: TaskType, rs: bool) -> PeftConfig:
+    return LoraConfig(
+        task_type=task_type,
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        use_rslora=rs,
+    )
+
+
+def _vera(cfg: AdapterConfig, seed: int, task_type: TaskType) -> PeftConfig:
+    # The frozen random projections are regenerated from projection_prng_key on every client,
+    # so they never need to be sent; save_projection only affects PEFT's own checkpoints.
+    return VeraConfig(
+        task_type=task_type,
+        r=cfg.r,
+        vera_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        projection_prng_key=seed,
+        d_initial=cfg.vera_d_initial,
+        save_projection=False,
+    )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An adapter family: how to build it and which names form its A and B sides."""
+
+    name: str
+    a_marker: str
+    """Substring that identifies A-side parameters (``.lora_A.``, ``.vera_lambda_d.``)."""
+    b_marker: str
+    """Substring that identifies B-side parameters (``.lora_B.``, ``.vera_lambda_b.``)."""
+    build: Callable[[AdapterConfig, int, TaskType], PeftConfig]
+    summary: str
+    paper: str
+
+    def slot_of(self, name: str) -> Slot | None:
+        """The slot a parameter belongs to, or None for a base-model weight."""
+        if self.a_marker in name:
+            return A
+        if self.b_marker in name:
+            return B
+        if HEAD_MARKER in name:
+            return HEAD
+        return None
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            name="lora",
+            a_marker=".lora_A.",
+            b_marker=".lora_B.",
+            build=lambda c, s, t: _lora(c, s, t, rs=False),
+            summary="dW = (alpha/r) B A; A (r x d_in), B (d_out x r)",
+            paper="Hu et al., LoRA, ICLR 2022, arXiv 2106.09685",
+        ),
+        Variant(
+            name="rslora",
+            a_marker=".lora_A.",
+            b_marker=".lora_B.",
+            build=lambda c, s, t: _lora(c, s, t, rs=True),
+            summary="LoRA with rank-stabilised scale alpha/sqrt(r)",
+            paper="Kalajdzievski, A Rank Stabilization Scaling Factor for LoRA, arXiv 2312.03732",
+        ),
+        Variant(
+            name="vera",
+            a_marker=".vera_lambda_d.",
+            b_marker=".vera_lambda_b.",
+            build=_vera,
+            summary="frozen shared random A, B; trainable vectors lambda_d (A side), lambda_b (B side)",
+            paper="Kopiczko et al., VeRA, ICLR 2024, arXiv 2310.11454",
+        ),
+    )
+}
+
+
+def build_peft_model(
+    base: PreTrainedModel, cfg: AdapterConfig, seed: int, task_type: TaskType = TaskType.SEQ_CLS
+) -> PeftModel:
+    """Wrap ``base`` with the configured adapter, initialised deterministically from ``seed``.
+
+    One seeded initialisation gives every client the same starting A, B and head: the engine takes
+    a snapshot right after this call and hands it to all clients.
+    """
+    variant = VARIANTS[cfg.variant]
+    torch.manual_seed(seed)
+    model = get_peft_model(base, variant.build(cfg, seed, task_type))
+    assert isinstance(model, PeftModel)
+    return model
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every adapter parameter name, in exactly one of three groups (model order)."""
+
+    shared: tuple[str, ...]
+    """Trained, uploaded and averaged."""
+    private: tuple[str, ...]
+    """Trained and kept per client."""
+    frozen: tuple[str, ...]
+    """Never trained, never sent: identical initial value on every client."""
+    slots: dict[str, Slot]
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        """Names the optimizer sees."""
+        return self.shared + self.private
+
+
+def make_layout(
+    model: torch.nn.Module, variant: Variant, algorithm: Algorithm, share_head: bool
+) -> Layout:
+    """Classify the adapter parameters of ``model`` for this algorithm and head policy."""
+    shared_slots = algorithm.shared_slots(share_head)
+    private_slots = algorithm.private_slots(share_head)
+    slots: dict[str, Slot] = {}
+    groups: dict[str, list[str]] = {"shared": [], "private": [], "frozen": []}
+    for name, _ in model.named_parameters():
+        slot = variant.slot_of(name)
+        if slot is None:
+            continue
+        slots[name] = slot
+        group = (
+            "shared" if slot in shared_slots else "private" if slot in private_slots else "frozen"
+        )
+        groups[group].append(name)
+    missing = {A, B} - set(slots.values())
+    if missing:
+        raise RuntimeError(
+            f"no {sorted(missing)} parameters found for variant {variant.name!r}: PEFT may have "
+            "renamed its parameters (see tests/test_adapters.py) or target_modules matched nothing"
+        )
+    return Layout(
+        shared=tuple(groups["shared"]),
+        private=tuple(groups["private"]),
+        frozen=tuple(groups["frozen"]),
+        slots=slots,
+    )
+
+
+def apply_trainable(model: torch.nn.Module, layout: Layout) -> None:
+    """Let exactly the layout's trainable parameters receive gradients."""
+    trainable = set(layout.trainable)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)

@@ -1,0 +1,97 @@
+"""Tokenise once per run, sample local batches, and pad each batch dynamically.
+
+Token ids are kept as plain integer lists (one entry per example) and padded per batch to the
+longest member, so short SST-2 sentences do not pay for ``max_length`` tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from fedsa.data import Example
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenised split: ``input_ids[i]`` and ``token_type_ids[i]`` belong to ``labels[i]``."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray  # (N,) int64
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> Encoded:
+    """Tokenise all examples in one call (fast tokenizers batch this internally)."""
+    a = [ex.text_a for ex in examples]
+    pairs = [ex.text_b for ex in examples]
+    has_pair = any(b is not None for b in pairs)
+    if has_pair:
+        b = [p if p is not None else "" for p in pairs]
+        enc = tokenizer(a, b, truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(a, truncation=True, max_length=max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Encoded(
+        input_ids=[list(x) for x in enc["input_ids"]],
+        token_type_ids=[list(x) for x in enc["token_type_ids"]] if "token_type_ids" in enc else None,
+        labels=np.asarray([ex.label for ex in examples], dtype=np.int64),
+        pad_id=int(pad_id),
+    )
+
+
+def collate(data: Encoded, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Pad the selected examples to their longest member.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` (and ``token_type_ids``), each (batch, longest), and
+        ``labels`` (batch,).
+    """
+    length = max(len(data.input_ids[i]) for i in indices)
+    ids = torch.full((len(indices), length), data.pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(indices), length), dtype=torch.long)  # (B, T)
+    types = torch.zeros((len(indices), length), dtype=torch.long) if data.token_type_ids else None
+    for row, i in enumerate(indices):
+        seq = data.input_ids[i]
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+        if types is not None and data.token_type_ids is not None:
+            types[row, : len(seq)] = torch.tensor(data.token_type_ids[i], dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(data.labels[list(indices)])}
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch
+
+
+def sample_batches(
+    indices: Sequence[int], steps: int, batch_size: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """``steps`` batches drawn by walking random permutations of ``indices``.
+
+    Each example is seen once per pass before any is repeated; a client with fewer examples than
+    ``batch_size`` gets batches of all its examples. Stateless given ``rng``, which the engine
+    derives from (seed, round, client) so a resumed or reordered run draws the same batches.
+    """
+    pool = np.asarray(indices, dtype=np.int64)
+    size = min(batch_size, len(pool))
+    needed = steps * size
+    order: list[int] = []
+    while len(order) < needed:
+        order.extend(int(i) for i in rng.permutation(pool))
+    return [order[s * size : (s + 1) * size] for s in range(steps)]
+
+
+def length_sorted_chunks(data: Encoded, indices: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches of similar lengths, which minimises padding."""
+    ordered = sorted(indices, key=lambda i: len(data.input_ids[i]))
+    return [ordered[s : s + batch_size] for s in range(0, len(ordered), batch_size)]

@@ -1,0 +1,193 @@
+"""The ``fedsa`` command: ``run``, ``compare`` and ``list``.
+
+User mistakes (:class:`~fedsa.errors.FedsaError`) print one line on stderr and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fedsa.errors import ConfigError, FedsaError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _progress_run(cfg: Any, out: Path, overwrite: bool, label: str) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from fedsa.simulation import run
+
+    bar = tqdm(total=cfg.federation.rounds, desc=label, unit="round", file=sys.stderr)
+    bar.set_postfix_str("preparing data and model")
+
+    def on_round(rec: dict[str, Any]) -> None:
+        post = {"loss": f"{rec['train_loss']:.3f}"}
+        if "eval" in rec:
+            post["acc"] = f"{rec['eval']['accuracy_mean']:.3f}"
+        post["MB_up"] = f"{rec['cum_bytes_up'] / 1e6:.2f}"
+        bar.set_postfix(post)
+        bar.update(1)
+
+    try:
+        return run(
+            cfg, out, overwrite=overwrite, on_round=on_round,
+            on_ready=lambda _: bar.set_postfix_str("training"),
+        )
+    finally:
+        bar.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``fedsa run CONFIG [key=value ...] --out DIR``."""
+    from fedsa.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    summary = _progress_run(cfg, Path(args.out), args.overwrite, cfg.algorithm)
+    fin = summary["final"]
+    print(
+        f"{cfg.algorithm} ({cfg.adapter.variant}) on {cfg.data.task}: mean client accuracy "
+        f"{fin['accuracy_mean']:.4f} (weighted {fin['accuracy_weighted']:.4f}, "
+        f"worst {fin['accuracy_min']:.4f}), {summary['mb_up']:.3f} MB up; results in {args.out}"
+    )
+    return 0
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of compare results, one row per algorithm."""
+    head = ["algorithm", "variant", "mean acc", "weighted", "worst", "MB up", "MB down", "time s"]
+    body = [
+        [
+            r["algorithm"],
+            r["variant"],
+            f"{r['final']['accuracy_mean']:.4f}",
+            f"{r['final']['accuracy_weighted']:.4f}",
+            f"{r['final']['accuracy_min']:.4f}",
+            f"{r['mb_up']:.3f}",
+            f"{r['mb_down']:.3f}",
+            f"{r['wall_s']:.0f}",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``fedsa compare CONFIG --algorithms a,b --out DIR``: same data, partition and seed."""
+    from fedsa.config import load_config
+    from fedsa.results import read_summary
+
+    names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    if not names:
+        raise ConfigError("--algorithms is empty: give e.g. fedit,ffa-lora,fedsa-lora")
+    configs = [load_config(args.config, [*args.overrides, f"algorithm={n}"]) for n in names]
+    out = Path(args.out)
+    rows = []
+    for cfg in configs:
+        run_dir = out / cfg.algorithm
+        if (run_dir / "summary.json").exists() and not args.overwrite:
+            summary = read_summary(run_dir)
+            if summary.get("config_sha256") == _sha(cfg):
+                print(f"{cfg.algorithm}: reusing finished run in {run_dir}", file=sys.stderr)
+                rows.append(summary)
+                continue
+        rows.append(_progress_run(cfg, run_dir, True, cfg.algorithm))
+    table = format_table(rows)
+    (out / "table.txt").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    return 0
+
+
+def _sha(cfg: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``fedsa list``: algorithms, adapter variants, tasks and model aliases."""
+    from fedsa.adapters import VARIANTS
+    from fedsa.algorithms import ALGORITHMS
+    from fedsa.data import TASKS
+    from fedsa.models import ALIASES
+
+    print("algorithms:")
+    for a in ALGORITHMS.values():
+        print(f"  {a.name:<12} {a.summary}  [{a.paper}]")
+    print("adapter variants (adapter.variant):")
+    for v in VARIANTS.values():
+        print(f"  {v.name:<12} {v.summary}  [{v.paper}]")
+    print("tasks (data.task):")
+    for t in TASKS.values():
+        print(f"  {t.name:<12} {t.description}  [{t.paper}]")
+    print("model aliases (model.name; any Hugging Face id or local path also works):")
+    for m in ALIASES.values():
+        print(f"  {m.name:<12} {m.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(prog="fedsa", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one federated experiment")
+    r.add_argument("config", help="TOML config file")
+    r.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. algorithm=fedit")
+    r.add_argument("--out", required=True, help="run directory to create")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("compare", help="run several algorithms on the same data and seed")
+    c.add_argument("config", help="TOML config file")
+    c.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    c.add_argument("--algorithms", default="fedit,ffa-lora,fedsa-lora", help="comma-separated")
+    c.add_argument("--out", required=True, help="directory for one run directory per algorithm")
+    c.add_argument("--overwrite", action="store_true", help="rerun even finished runs")
+    c.set_defaults(func=cmd_compare)
+
+    ls = sub.add_parser("list", help="list algorithms, variants, tasks and model aliases")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedsa`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command != "list":
+            _quiet_libraries()
+        code: int = args.func(args)
+        return code
+    except FedsaError as exc:
+        print(f"fedsa: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedsa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

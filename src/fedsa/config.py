@@ -1,0 +1,316 @@
+"""Run configuration: grouped frozen dataclasses, TOML loading, dotted overrides, validation.
+
+One source of truth: each field's docstring is its documentation, the TOML key is the field name,
+and ``key=value`` overrides on the command line address the same fields with dotted paths
+(``adapter.variant=vera``). Everything is validated on construction so a bad value fails before
+any model is loaded, with a one-line :class:`~fedsa.errors.ConfigError` naming key, value and fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsa.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which pretrained model to adapt."""
+
+    name: str = "tiny-bert"
+    """Alias (``minilm``, ``tiny-bert``), Hugging Face model id, or local directory."""
+    max_length: int = 128
+    """Tokens per example after truncation (the paper uses 128)."""
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """The low-rank adapter: variant and its hyper-parameters."""
+
+    variant: str = "lora"
+    """Adapter family: ``lora``, ``rslora`` or ``vera`` (see ``fedsa list``)."""
+    r: int = 8
+    """Rank of the update ``B @ A``."""
+    alpha: float = 16.0
+    """LoRA scale numerator: ``s = alpha / r`` (lora) or ``alpha / sqrt(r)`` (rslora)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input (LoRA and rsLoRA; VeRA uses it too)."""
+    target_modules: tuple[str, ...] = ("query", "value")
+    """Names of the linear layers that get adapters (``q_proj``/``v_proj`` for Llama-style)."""
+    vera_d_initial: float = 0.1
+    """Initial value of VeRA's ``lambda_d`` vector."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Task, data location and how it is split across clients."""
+
+    task: str = "synthetic"
+    """Task id: a GLUE task (``sst2``, ``rte``, ...) or ``synthetic`` (no files needed)."""
+    data_dir: str = ""
+    """Directory holding ``glue/<TASK>/{train,dev}.tsv``; empty: ``$FEDSA_DATA_DIR``, else the hub."""
+    num_clients: int = 3
+    """Number of clients the training set is split across."""
+    partition: str = "dirichlet"
+    """``iid`` or ``dirichlet`` (label skew with concentration ``dirichlet_alpha``)."""
+    dirichlet_alpha: float = 0.5
+    """Dirichlet concentration; smaller means more non-IID (the paper uses 0.5)."""
+    max_train_examples: int = 0
+    """If > 0, a seeded random subsample of the training set of this size (0: all)."""
+    eval_examples_per_client: int = 0
+    """Size of each client's evaluation shard drawn from dev (0: dev size // num_clients)."""
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Rounds, participation, local work and aggregation weights."""
+
+    rounds: int = 10
+    """Number of communication rounds."""
+    clients_per_round: int = 0
+    """Clients sampled each round, without replacement (0: all clients)."""
+    local_steps: int = 10
+    """Optimizer steps each sampled client takes per round."""
+    batch_size: int = 16
+    """Training batch size."""
+    weighting: str = "examples"
+    """Aggregation weights: ``examples`` (n_k / sum n_j, the paper) or ``uniform``."""
+    share_head: bool = False
+    """Send and average the classification head too (fedit, ffa-lora only; default: keep local)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Local optimizer; a fresh one is created for each client round."""
+
+    name: str = "adamw"
+    """``adamw`` or ``sgd`` (the paper's; needs far more steps on CPU-sized budgets)."""
+    lr: float = 1e-3
+    """Learning rate."""
+    weight_decay: float = 0.0
+    """Decoupled (adamw) or L2 (sgd) weight decay."""
+    momentum: float = 0.0
+    """SGD momentum (ignored by adamw)."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm to this value (0: no clipping)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Per-client personalised evaluation."""
+
+    every: int = 1
+    """Evaluate every N rounds; the final round is always evaluated."""
+    batch_size: int = 64
+    """Evaluation batch size."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A complete experiment: what a ``config.json`` in every run directory holds."""
+
+    algorithm: str = "fedsa-lora"
+    """Federated algorithm (``fedsa list`` shows them all)."""
+    seed: int = 0
+    """Seeds initialisation, partition, client sampling, batches and dropout."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (tuples become lists)."""
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} = {value!r} is invalid: it must be {bound}")
+
+
+def _choice(key: str, value: str, allowed: typing.Iterable[str]) -> None:
+    allowed = sorted(allowed)
+    if value not in allowed:
+        hint = difflib.get_close_matches(value, allowed, n=1)
+        fix = f"did you mean {hint[0]!r}? " if hint else ""
+        raise ConfigError(f"{key} = {value!r} is unknown: {fix}allowed: {', '.join(allowed)}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check values that types alone cannot; raise a one-line ConfigError naming the key."""
+    from fedsa.adapters import VARIANTS
+    from fedsa.algorithms import ALGORITHMS
+
+    _choice("algorithm", cfg.algorithm, ALGORITHMS)
+    _choice("adapter.variant", cfg.adapter.variant, VARIANTS)
+    _choice("device", cfg.device, ("cpu", "cuda", "auto"))
+    _choice("data.partition", cfg.data.partition, ("iid", "dirichlet"))
+    _choice("federation.weighting", cfg.federation.weighting, ("examples", "uniform"))
+    _choice("optim.name", cfg.optim.name, ("adamw", "sgd"))
+    for key, value in (
+        ("model.max_length", cfg.model.max_length),
+        ("adapter.r", cfg.adapter.r),
+        ("adapter.alpha", cfg.adapter.alpha),
+        ("data.num_clients", cfg.data.num_clients),
+        ("data.dirichlet_alpha", cfg.data.dirichlet_alpha),
+        ("federation.rounds", cfg.federation.rounds),
+        ("federation.local_steps", cfg.federation.local_steps),
+        ("federation.batch_size", cfg.federation.batch_size),
+        ("optim.lr", cfg.optim.lr),
+        ("eval.every", cfg.eval.every),
+        ("eval.batch_size", cfg.eval.batch_size),
+    ):
+        _positive(key, value)
+    for key, value in (
+        ("data.max_train_examples", cfg.data.max_train_examples),
+        ("data.eval_examples_per_client", cfg.data.eval_examples_per_client),
+        ("federation.clients_per_round", cfg.federation.clients_per_round),
+        ("optim.weight_decay", cfg.optim.weight_decay),
+        ("optim.momentum", cfg.optim.momentum),
+        ("optim.max_grad_norm", cfg.optim.max_grad_norm),
+        ("seed", cfg.seed),
+    ):
+        _positive(key, value, allow_zero=True)
+    if not 0.0 <= cfg.adapter.dropout < 1.0:
+        raise ConfigError(f"adapter.dropout = {cfg.adapter.dropout!r} must be in [0, 1)")
+    if not cfg.adapter.target_modules:
+        raise ConfigError("adapter.target_modules is empty: name at least one layer, e.g. query")
+    if cfg.federation.clients_per_round > cfg.data.num_clients:
+        raise ConfigError(
+            f"federation.clients_per_round = {cfg.federation.clients_per_round} exceeds "
+            f"data.num_clients = {cfg.data.num_clients}: lower it or use 0 for all clients"
+        )
+    algo = ALGORITHMS[cfg.algorithm]
+    if cfg.federation.share_head and not algo.head_configurable:
+        raise ConfigError(
+            f"federation.share_head = true is not allowed for {cfg.algorithm}: its head is "
+            "always kept on the client; remove the key"
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r} has the wrong type: expected a list of strings")
+        return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError(f"unsupported union type for {key}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    wrong_bool = isinstance(value, bool) and tp is not bool
+    if wrong_bool or not isinstance(value, tp):
+        raise ConfigError(
+            f"{key} = {value!r} has the wrong type: expected {_type_name(tp)}, "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
+    """Construct dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            hint = difflib.get_close_matches(key, list(fields), n=1)
+            fix = f"did you mean {prefix}{hint[0]!r}?" if hint else "remove it"
+            raise ConfigError(f"unknown config key {full!r}: {fix} (known: {', '.join(fields)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full} must be a table of keys, got {value!r}")
+            kwargs[key] = _build(tp, value, f"{full}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(full, value, tp)
+    if cls is RunConfig:
+        return RunConfig(**kwargs)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``dotted.key=value``; the value is read as TOML (``3``, ``true``, ``"x"``, ``[..]``).
+
+    A value that is not valid TOML is taken as a bare string, so ``algorithm=fedit`` works.
+    """
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key: write e.g. federation.rounds=5")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a table")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read a TOML file (or start from defaults when ``path`` is None) and apply overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found: pass an existing TOML file")
+        try:
+            tree = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    for item in overrides:
+        keys, value = parse_override(item)
+        _set_path(tree, keys, value)
+    return config_from_dict(tree)
+
+
+def config_from_dict(tree: dict[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a nested dict (e.g. a saved config.json)."""
+    cfg = _build(RunConfig, tree, "")
+    assert isinstance(cfg, RunConfig)
+    return cfg

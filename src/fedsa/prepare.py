@@ -1,0 +1,119 @@
+"""Build everything a run needs once: data, partition, tokens, model, adapter layout, initial state.
+
+Kept apart from the round loop so that the loop reads top to bottom and so that other engines
+(Flower) can build the same pieces for one client.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedsa.adapters import VARIANTS, Layout, apply_trainable, build_peft_model, make_layout
+from fedsa.algorithms import ALGORITHMS
+from fedsa.batching import Encoded, encode
+from fedsa.config import RunConfig
+from fedsa.data import TaskData, load_task, resolve_data_dir
+from fedsa.errors import DataError
+from fedsa.models import load_classifier, load_tokenizer
+from fedsa.params import Tensors, read_from
+from fedsa.partition import eval_shards, partition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Federation:
+    """The prepared pieces of one run."""
+
+    cfg: RunConfig
+    task: TaskData
+    train: Encoded
+    dev: Encoded
+    client_ids: list[str]
+    client_train: list[list[int]]
+    """Indices into ``train`` per client."""
+    client_eval: list[list[int]]
+    """Indices into ``dev`` per client (label proportions matched to its training shard)."""
+    model: torch.nn.Module
+    layout: Layout
+    init_shared: Tensors
+    init_private: Tensors
+    frozen: Tensors
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DataError("device = 'cuda' but no CUDA device is available: use device = 'auto'")
+    return torch.device(name)
+
+
+def split_clients(cfg: RunConfig, task: TaskData) -> tuple[list[list[int]], list[list[int]]]:
+    """Training shards by the configured partitioner, and matched evaluation shards from dev."""
+    labels = [ex.label for ex in task.train]
+    train_parts = partition(
+        labels, cfg.data.num_clients, cfg.data.partition, cfg.data.dirichlet_alpha, cfg.seed
+    )
+    size = cfg.data.eval_examples_per_client or max(1, len(task.dev) // cfg.data.num_clients)
+    size = min(size, len(task.dev))
+    eval_parts = eval_shards(
+        [[labels[i] for i in part] for part in train_parts],
+        [ex.label for ex in task.dev],
+        size,
+        cfg.seed,
+    )
+    return train_parts, eval_parts
+
+
+def prepare(cfg: RunConfig) -> Federation:
+    """Load, split, tokenise and build the model for ``cfg``."""
+    device = resolve_device(cfg.device)
+    task = load_task(
+        cfg.data.task,
+        resolve_data_dir(cfg.data.data_dir),
+        max_train_examples=cfg.data.max_train_examples,
+        seed=cfg.seed,
+    )
+    log.info("task %s: %d train, %d dev (%s)", task.task, len(task.train), len(task.dev), task.source)
+    client_train, client_eval = split_clients(cfg, task)
+    tokenizer = load_tokenizer(cfg.model.name)
+    train = encode(task.train, tokenizer, cfg.model.max_length)
+    dev = encode(task.dev, tokenizer, cfg.model.max_length)
+
+    base = load_classifier(cfg.model.name, task.num_labels, cfg.seed)
+    model = build_peft_model(base, cfg.adapter, cfg.seed).to(device)
+    layout = make_layout(
+        model, VARIANTS[cfg.adapter.variant], ALGORITHMS[cfg.algorithm], cfg.federation.share_head
+    )
+    apply_trainable(model, layout)
+    return Federation(
+        cfg=cfg,
+        task=task,
+        train=train,
+        dev=dev,
+        client_ids=[str(k) for k in range(cfg.data.num_clients)],
+        client_train=client_train,
+        client_eval=client_eval,
+        model=model,
+        layout=layout,
+        init_shared=read_from(model, layout.shared),
+        init_private=read_from(model, layout.private),
+        frozen=read_from(model, layout.frozen),
+        device=device,
+    )
+
+
+def sample_clients(client_ids: list[str], per_round: int, seed: int, round_idx: int) -> list[str]:
+    """The clients taking part in a round, drawn without replacement from (seed, round)."""
+    if per_round <= 0 or per_round >= len(client_ids):
+        return list(client_ids)
+    rng = np.random.default_rng([seed, round_idx, 7919])
+    chosen = rng.choice(len(client_ids), size=per_round, replace=False)
+    return [client_ids[i] for i in sorted(int(c) for c in chosen)]

@@ -1,0 +1,172 @@
+"""The in-process simulator: the round loop, reading top to bottom.
+
+sample -> broadcast -> local train -> aggregate -> evaluate -> record. One base model lives in
+memory; each client's private tensors live in a :class:`~fedsa.store.ClientStore` and are swapped
+in exactly. The server step is :func:`~fedsa.aggregate.weighted_mean` over whatever named tensors
+the clients upload, so the loop never branches on the algorithm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fedsa.aggregate import validate_update, weighted_mean
+from fedsa.client import client_round, client_seed, load_client_state
+from fedsa.config import RunConfig
+from fedsa.evaluate import evaluate, summarize
+from fedsa.params import Tensors, nbytes, numel
+from fedsa.prepare import Federation, prepare, sample_clients
+from fedsa.results import RunDir
+from fedsa.store import ClientStore
+
+log = logging.getLogger(__name__)
+
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+def evaluate_clients(fed: Federation, shared: Tensors, store: ClientStore) -> dict[str, Any]:
+    """Each client's personalised model (global shared + own private) on its own shard."""
+    per_client: dict[str, dict[str, float]] = {}
+    for k, cid in enumerate(fed.client_ids):
+        load_client_state(fed.model, fed.frozen, shared, store.get(cid))
+        per_client[cid] = evaluate(
+            fed.model, fed.dev, fed.client_eval[k], fed.cfg.eval.batch_size, fed.device
+        )
+    return {"clients": per_client, **summarize(per_client)}
+
+
+def run_rounds(
+    fed: Federation, run_dir: RunDir | None = None, on_round: RoundCallback | None = None
+) -> tuple[Tensors, ClientStore, list[dict[str, Any]]]:
+    """Run all rounds; returns the final global shared tensors, the client store and metrics."""
+    cfg = fed.cfg
+    shared = dict(fed.init_shared)
+    store = ClientStore(fed.init_private, fed.client_ids)
+    sizes = {cid: len(part) for cid, part in zip(fed.client_ids, fed.client_train, strict=True)}
+    cum_up = cum_down = 0
+    history: list[dict[str, Any]] = []
+    for t in range(1, cfg.federation.rounds + 1):
+        start = time.perf_counter()
+        participants = sample_clients(
+            fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t
+        )
+        uploads: list[Tensors] = []
+        weights: list[float] = []
+        losses: dict[str, float] = {}
+        up: dict[str, int] = {}
+        down: dict[str, int] = {}
+        for cid in participants:
+            k = fed.client_ids.index(cid)
+            down[cid] = nbytes(shared)  # the broadcast this client receives
+            result = client_round(
+                fed.model,
+                fed.layout,
+                frozen=fed.frozen,
+                shared=shared,
+                private=store.get(cid),
+                data=fed.train,
+                indices=fed.client_train[k],
+                cfg=cfg,
+                seed=client_seed(cfg.seed, t, k),
+                device=fed.device,
+            )
+            store.put(cid, result.private)
+            validate_update(result.upload, shared, client=cid)
+            uploads.append(result.upload)
+            up[cid] = nbytes(result.upload)
+            weights.append(float(sizes[cid]) if cfg.federation.weighting == "examples" else 1.0)
+            losses[cid] = result.train_loss
+
+        if shared:
+            shared = weighted_mean(uploads, weights)
+
+        record: dict[str, Any] = {
+            "round": t,
+            "participants": participants,
+            "bytes_up": sum(up.values()),
+            "bytes_down": sum(down.values()),
+            "bytes_up_per_client": up,
+            "bytes_down_per_client": down,
+            "train_loss": sum(losses.values()) / len(losses),
+            "train_loss_per_client": losses,
+        }
+        cum_up += record["bytes_up"]
+        cum_down += record["bytes_down"]
+        record["cum_bytes_up"], record["cum_bytes_down"] = cum_up, cum_down
+        if t % cfg.eval.every == 0 or t == cfg.federation.rounds:
+            record["eval"] = evaluate_clients(fed, shared, store)
+        record["wall_s"] = time.perf_counter() - start
+        history.append(record)
+        if run_dir is not None:
+            run_dir.append_metrics(record)
+        if on_round is not None:
+            on_round(record)
+    return shared, store, history
+
+
+def param_counts(fed: Federation) -> dict[str, int]:
+    """Scalars per client in each group: what trains, what is sent each way per round."""
+    return {
+        "trainable": numel(fed.init_shared) + numel(fed.init_private),
+        "shared": numel(fed.init_shared),
+        "private": numel(fed.init_private),
+        "frozen_adapter": numel(fed.frozen),
+    }
+
+
+def build_summary(
+    fed: Federation, history: list[dict[str, Any]], wall_s: float, config: dict[str, Any]
+) -> dict[str, Any]:
+    """Final-round numbers (never a best round), totals and parameter counts."""
+    final = history[-1]
+    ev = final["eval"]
+    return {
+        "algorithm": fed.cfg.algorithm,
+        "variant": fed.cfg.adapter.variant,
+        "task": fed.cfg.data.task,
+        "model": fed.cfg.model.name,
+        "seed": fed.cfg.seed,
+        "rounds": final["round"],
+        "num_clients": len(fed.client_ids),
+        "client_train_sizes": {c: len(p) for c, p in zip(fed.client_ids, fed.client_train, strict=True)},
+        "client_eval_sizes": {c: len(p) for c, p in zip(fed.client_ids, fed.client_eval, strict=True)},
+        "final": {k: v for k, v in ev.items() if k != "clients"},
+        "final_clients": ev["clients"],
+        "total_bytes_up": final["cum_bytes_up"],
+        "total_bytes_down": final["cum_bytes_down"],
+        "mb_up": final["cum_bytes_up"] / 1e6,
+        "mb_down": final["cum_bytes_down"] / 1e6,
+        "params": param_counts(fed),
+        "wall_s": wall_s,
+        "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+    }
+
+
+def run(
+    cfg: RunConfig,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    on_round: RoundCallback | None = None,
+    on_ready: Callable[[Federation], None] | None = None,
+) -> dict[str, Any]:
+    """Prepare, run every round and write the run directory; returns the summary."""
+    start = time.perf_counter()
+    run_dir = RunDir(out, overwrite=overwrite)
+    config = cfg.to_dict()
+    run_dir.write_config(config)
+    fed = prepare(cfg)
+    if on_ready is not None:
+        on_ready(fed)
+    shared, store, history = run_rounds(fed, run_dir, on_round)
+    run_dir.write_tensors(shared, store)
+    summary = build_summary(fed, history, time.perf_counter() - start, config)
+    run_dir.write_summary(summary)
+    log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])
+    return summary
