@@ -26,16 +26,6 @@ EXPECTED_ROWS = {
 GLUE_TASKS = [name for name in TASKS if name != "synthetic"]
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    value = os.environ.get("FEDSA_DATA_DIR")
-    if not value:
-        if os.environ.get("CI") == "true":
-            pytest.fail("FEDSA_DATA_DIR must be set in CI")
-        pytest.skip("FEDSA_DATA_DIR not set")
-    return Path(value)
-
-
 def test_every_glue_task_has_expected_rows() -> None:
     assert set(GLUE_TASKS) == set(EXPECTED_ROWS)
 

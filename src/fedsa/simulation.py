@@ -13,11 +13,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedsa.aggregate import validate_update, weighted_mean
-from fedsa.client import client_round, client_seed, load_client_state
+from fedsa.client import ClientResult, client_round, client_seed, load_client_state
 from fedsa.config import RunConfig
 from fedsa.evaluate import evaluate, summarize
 from fedsa.params import Tensors, nbytes, numel
@@ -28,6 +29,24 @@ from fedsa.store import ClientStore
 log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """What one client received and produced in one round, for observers (tests, analysis).
+
+    ``received_private`` is the client's private state as restored at the start of its round;
+    ``result`` holds its upload and new private state after local training, before aggregation.
+    """
+
+    round: int
+    client: str
+    received_shared: Tensors
+    received_private: Tensors
+    result: ClientResult
+
+
+ClientCallback = Callable[[ClientEvent], None]
 
 
 def evaluate_clients(fed: Federation, shared: Tensors, store: ClientStore) -> dict[str, Any]:
@@ -42,9 +61,19 @@ def evaluate_clients(fed: Federation, shared: Tensors, store: ClientStore) -> di
 
 
 def run_rounds(
-    fed: Federation, run_dir: RunDir | None = None, on_round: RoundCallback | None = None
+    fed: Federation,
+    run_dir: RunDir | None = None,
+    on_round: RoundCallback | None = None,
+    on_client: ClientCallback | None = None,
 ) -> tuple[Tensors, ClientStore, list[dict[str, Any]]]:
-    """Run all rounds; returns the final global shared tensors, the client store and metrics."""
+    """Run all rounds; returns the final global shared tensors, the client store and metrics.
+
+    Args:
+        fed: the prepared run.
+        run_dir: where to append ``metrics.jsonl`` lines (None: keep in memory only).
+        on_round: called with each round's metrics record.
+        on_client: called after each client's local training, before aggregation.
+    """
     cfg = fed.cfg
     shared = dict(fed.init_shared)
     store = ClientStore(fed.init_private, fed.client_ids)
@@ -64,12 +93,13 @@ def run_rounds(
         for cid in participants:
             k = fed.client_ids.index(cid)
             down[cid] = nbytes(shared)  # the broadcast this client receives
+            private = store.get(cid)
             result = client_round(
                 fed.model,
                 fed.layout,
                 frozen=fed.frozen,
                 shared=shared,
-                private=store.get(cid),
+                private=private,
                 data=fed.train,
                 indices=fed.client_train[k],
                 cfg=cfg,
@@ -77,6 +107,8 @@ def run_rounds(
                 device=fed.device,
             )
             store.put(cid, result.private)
+            if on_client is not None:
+                on_client(ClientEvent(t, cid, shared, private, result))
             validate_update(result.upload, shared, client=cid)
             uploads.append(result.upload)
             up[cid] = nbytes(result.upload)
