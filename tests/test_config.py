@@ -1,0 +1,75 @@
+"""Config loading, overrides and validation: every error is one line naming key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedsa.config import RunConfig, config_from_dict, load_config, parse_override
+from fedsa.errors import ConfigError
+
+TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
+
+
+def test_tiny_config_loads_and_round_trips() -> None:
+    cfg = load_config(TINY)
+    assert cfg.model.name == "tiny-bert"
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_overrides_select_algorithm_seed_and_variant() -> None:
+    cfg = load_config(TINY, ["algorithm=fedit", "seed=3", "adapter.variant=vera",
+                             "optim.lr=1", "adapter.target_modules=query,key"])
+    assert (cfg.algorithm, cfg.seed, cfg.adapter.variant) == ("fedit", 3, "vera")
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.adapter.target_modules == ("query", "key")
+
+
+def test_parse_override_reads_toml_values() -> None:
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("x=true") == (["x"], True)
+    assert parse_override("x=fedsa-lora") == (["x"], "fedsa-lora")
+    assert parse_override('x=["q", "v"]') == (["x"], ["q", "v"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["federation.roundz=3"], "unknown config key 'federation.roundz': did you mean"),
+        (["optimizer.lr=3"], "unknown config key 'optimizer'"),
+        (["federation.rounds=ten"], "federation.rounds = 'ten' has the wrong type: expected int"),
+        (["federation.rounds=2.5"], "expected int"),
+        (["federation.share_head=1"], "expected bool"),
+        (["federation.rounds=0"], "federation.rounds = 0 is invalid: it must be > 0"),
+        (["data.dirichlet_alpha=-1"], "data.dirichlet_alpha"),
+        (["adapter.r=0"], "adapter.r = 0"),
+        (["algorithm=fedsa"], "algorithm = 'fedsa' is unknown: did you mean 'fedsa-lora'"),
+        (["adapter.variant=dora"], "adapter.variant = 'dora' is unknown"),
+        (["data.partition=pathological"], "data.partition"),
+        (["federation.clients_per_round=9"], "exceeds data.num_clients"),
+        (["federation.share_head=true"], "not allowed for fedsa-lora"),
+        (["adapter.dropout=1.5"], "adapter.dropout"),
+        (["model=3"], "model must be a table"),
+        (["federation.rounds"], "not of the form dotted.key=value"),
+    ],
+)
+def test_bad_values_are_one_line_errors(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(TINY, overrides)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_missing_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_defaults_are_valid() -> None:
+    assert RunConfig().algorithm == "fedsa-lora"
