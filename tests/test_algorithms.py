@@ -61,11 +61,15 @@ def traced_run(config: Path, *overrides: str) -> Trace:
 def trace(request: pytest.FixtureRequest) -> tuple[str, str, Trace]:
     algo, variant = request.param
     lr = "optim.lr=0.05" if variant == "vera" else "optim.lr=0.005"
-    return algo, variant, traced_run(
-        Path(__file__).parents[1] / "configs" / "tiny.toml",
-        f"algorithm={algo}",
-        f"adapter.variant={variant}",
-        lr,
+    return (
+        algo,
+        variant,
+        traced_run(
+            Path(__file__).parents[1] / "configs" / "tiny.toml",
+            f"algorithm={algo}",
+            f"adapter.variant={variant}",
+            lr,
+        ),
     )
 
 
@@ -204,9 +208,16 @@ def test_local_training_starts_from_the_clients_own_state(trace: tuple[str, str,
     fresh = prepare(t.fed.cfg)
     write_into(fresh.model, {**t.fed.frozen, **e.received_shared, **e.received_private})
     replay = client_round(
-        fresh.model, fresh.layout, frozen=fresh.frozen, shared=e.received_shared,
-        private=e.received_private, data=fresh.train, indices=fresh.client_train[0],
-        cfg=fresh.cfg, seed=client_seed(fresh.cfg.seed, 2, 0), device=fresh.device,
+        fresh.model,
+        fresh.layout,
+        frozen=fresh.frozen,
+        shared=e.received_shared,
+        private=e.received_private,
+        data=fresh.train,
+        indices=fresh.client_train[0],
+        cfg=fresh.cfg,
+        seed=client_seed(fresh.cfg.seed, 2, 0),
+        device=fresh.device,
     )
     assert equal(replay.upload, e.result.upload)
     assert equal(replay.private, e.result.private)
@@ -234,8 +245,11 @@ def test_scale(variant: str) -> None:
 
 
 def test_share_head_moves_head_into_uploads() -> None:
-    t = traced_run(Path(__file__).parents[1] / "configs" / "tiny.toml",
-                   "algorithm=fedit", "federation.share_head=true")
+    t = traced_run(
+        Path(__file__).parents[1] / "configs" / "tiny.toml",
+        "algorithm=fedit",
+        "federation.share_head=true",
+    )
     heads = {n for n, s in t.fed.layout.slots.items() if s == HEAD}
     assert heads and heads <= set(t.fed.layout.shared)
     assert heads <= set(t.events[0].result.upload)

@@ -19,9 +19,20 @@ TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 def test_run_writes_the_run_directory(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "fedsa.cli", "run", str(TINY), "algorithm=fedsa-lora", "seed=1",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fedsa.cli",
+            "run",
+            str(TINY),
+            "algorithm=fedsa-lora",
+            "seed=1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "mean client accuracy" in proc.stdout
@@ -50,11 +61,15 @@ def test_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert not equal(a, b)
 
 
-def test_run_is_reproducible_and_refuses_to_mix_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_is_reproducible_and_refuses_to_mix_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", str(TINY), "--out", str(tmp_path / "a")]) == 0
     assert main(["run", str(TINY), "--out", str(tmp_path / "b")]) == 0
-    assert equal(load_file(str(tmp_path / "a" / "global.safetensors")),
-                 load_file(str(tmp_path / "b" / "global.safetensors")))
+    assert equal(
+        load_file(str(tmp_path / "a" / "global.safetensors")),
+        load_file(str(tmp_path / "b" / "global.safetensors")),
+    )
     ma = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     mb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     strip = [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in ma]
@@ -78,7 +93,9 @@ def test_run_is_reproducible_and_refuses_to_mix_runs(tmp_path: Path, capsys: pyt
 def test_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "fedsa.cli", "run", str(TINY), *args, "--out", str(tmp_path / "r")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if line.startswith("fedsa: error:")]
@@ -97,14 +114,33 @@ def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_list_names_everything(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("fedsa-lora", "fedit", "ffa-lora", "local-only", "lora", "rslora", "vera",
-                 "sst2", "rte", "qnli", "mnli", "qqp", "mrpc", "cola", "minilm", "tiny-bert",
-                 "2410.01463"):
+    for name in (
+        "fedsa-lora",
+        "fedit",
+        "ffa-lora",
+        "local-only",
+        "lora",
+        "rslora",
+        "vera",
+        "sst2",
+        "rte",
+        "qnli",
+        "mnli",
+        "qqp",
+        "mrpc",
+        "cola",
+        "minilm",
+        "tiny-bert",
+        "2410.01463",
+    ):
         assert name in out
 
 
 def test_compare_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["compare", str(TINY), "--algorithms", "fedit,fedsa-lora", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["compare", str(TINY), "--algorithms", "fedit,fedsa-lora", "--out", str(tmp_path)])
+        == 0
+    )
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("fedit", "fedsa-lora"))]
     assert len(rows) == 2
@@ -113,5 +149,8 @@ def test_compare_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[st
         row = next(r for r in rows if r.split()[0] == algo)
         assert f"{summary['final']['accuracy_mean']:.4f}" in row
     # a second call reuses the finished runs
-    assert main(["compare", str(TINY), "--algorithms", "fedit,fedsa-lora", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["compare", str(TINY), "--algorithms", "fedit,fedsa-lora", "--out", str(tmp_path)])
+        == 0
+    )
     assert "reusing finished run" in capsys.readouterr().err

@@ -19,8 +19,16 @@ def test_tiny_config_loads_and_round_trips() -> None:
 
 
 def test_overrides_select_algorithm_seed_and_variant() -> None:
-    cfg = load_config(TINY, ["algorithm=fedit", "seed=3", "adapter.variant=vera",
-                             "optim.lr=1", "adapter.target_modules=query,key"])
+    cfg = load_config(
+        TINY,
+        [
+            "algorithm=fedit",
+            "seed=3",
+            "adapter.variant=vera",
+            "optim.lr=1",
+            "adapter.target_modules=query,key",
+        ],
+    )
     assert (cfg.algorithm, cfg.seed, cfg.adapter.variant) == ("fedit", 3, "vera")
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.adapter.target_modules == ("query", "key")

@@ -1,4 +1,3 @@
-import os
 from collections import Counter
 from pathlib import Path
 

@@ -20,7 +20,7 @@ import torch
 from peft import LoraConfig, PeftConfig, PeftModel, TaskType, VeraConfig, get_peft_model
 from transformers import PreTrainedModel
 
-from fedsa.algorithms import A, B, HEAD, Algorithm, Slot
+from fedsa.algorithms import HEAD, A, Algorithm, B, Slot
 from fedsa.config import AdapterConfig
 
 HEAD_MARKER = ".modules_to_save."
@@ -31,7 +31,7 @@ def _lora(cfg: AdapterConfig, seed: int, task_type: TaskType, rs: bool) -> PeftC
     return LoraConfig(
         task_type=task_type,
         r=cfg.r,
-        lora_alpha=cfg.alpha,
+        lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # PEFT annotates int, accepts float
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
         use_rslora=rs,
@@ -100,7 +100,7 @@ VARIANTS: dict[str, Variant] = {
             a_marker=".vera_lambda_d.",
             b_marker=".vera_lambda_b.",
             build=_vera,
-            summary="frozen shared random A, B; trainable vectors lambda_d (A side), lambda_b (B side)",
+            summary="frozen shared random A, B; trained vectors lambda_d (A), lambda_b (B side)",
             paper="Kopiczko et al., VeRA, ICLR 2024, arXiv 2310.11454",
         ),
     )

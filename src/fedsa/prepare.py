@@ -81,7 +81,9 @@ def prepare(cfg: RunConfig) -> Federation:
         max_train_examples=cfg.data.max_train_examples,
         seed=cfg.seed,
     )
-    log.info("task %s: %d train, %d dev (%s)", task.task, len(task.train), len(task.dev), task.source)
+    log.info(
+        "task %s: %d train, %d dev (%s)", task.task, len(task.train), len(task.dev), task.source
+    )
     client_train, client_eval = split_clients(cfg, task)
     tokenizer = load_tokenizer(cfg.model.name)
     train = encode(task.train, tokenizer, cfg.model.max_length)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedsa.aggregate import validate_update, weighted_mean
 from fedsa.client import ClientResult, client_round, client_seed, load_client_state
 from fedsa.config import RunConfig
@@ -82,9 +84,7 @@ def run_rounds(
     history: list[dict[str, Any]] = []
     for t in range(1, cfg.federation.rounds + 1):
         start = time.perf_counter()
-        participants = sample_clients(
-            fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t
-        )
+        participants = sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t)
         uploads: list[Tensors] = []
         weights: list[float] = []
         losses: dict[str, float] = {}
@@ -152,6 +152,20 @@ def param_counts(fed: Federation) -> dict[str, int]:
     }
 
 
+def majority_baseline(fed: Federation) -> float:
+    """Mean client accuracy of always predicting the client's majority training label.
+
+    With label-skewed shards a personalised head can score high by learning the label prior
+    alone; this reference shows how much of an accuracy is more than that.
+    """
+    accs = []
+    for train_idx, eval_idx in zip(fed.client_train, fed.client_eval, strict=True):
+        labels = fed.train.labels[train_idx]
+        top = int(np.bincount(labels).argmax())
+        accs.append(float((fed.dev.labels[eval_idx] == top).mean()))
+    return sum(accs) / len(accs)
+
+
 def build_summary(
     fed: Federation, history: list[dict[str, Any]], wall_s: float, config: dict[str, Any]
 ) -> dict[str, Any]:
@@ -166,10 +180,15 @@ def build_summary(
         "seed": fed.cfg.seed,
         "rounds": final["round"],
         "num_clients": len(fed.client_ids),
-        "client_train_sizes": {c: len(p) for c, p in zip(fed.client_ids, fed.client_train, strict=True)},
-        "client_eval_sizes": {c: len(p) for c, p in zip(fed.client_ids, fed.client_eval, strict=True)},
+        "client_train_sizes": {
+            c: len(p) for c, p in zip(fed.client_ids, fed.client_train, strict=True)
+        },
+        "client_eval_sizes": {
+            c: len(p) for c, p in zip(fed.client_ids, fed.client_eval, strict=True)
+        },
         "final": {k: v for k, v in ev.items() if k != "clients"},
         "final_clients": ev["clients"],
+        "majority_baseline": majority_baseline(fed),
         "total_bytes_up": final["cum_bytes_up"],
         "total_bytes_down": final["cum_bytes_down"],
         "mb_up": final["cum_bytes_up"] / 1e6,

@@ -44,7 +44,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+def save_tensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], meta: dict[str, str] | None = None
+) -> None:
     """Atomically write named tensors as safetensors (an empty dict gives a valid empty file)."""
     from safetensors.torch import save
 
