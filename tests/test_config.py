@@ -81,3 +81,13 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
 
 def test_defaults_are_valid() -> None:
     assert RunConfig().algorithm == "fedsa-lora"
+
+
+@pytest.mark.parametrize("path", sorted((TINY.parent).glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.adapter.r > 0
+    if path.name.startswith("paper-"):
+        assert (cfg.adapter.r, cfg.adapter.alpha, cfg.adapter.dropout) == (8, 16.0, 0.05)
+        assert cfg.adapter.target_modules == ("query", "value")
+        assert (cfg.data.num_clients, cfg.data.dirichlet_alpha) == (3, 0.5)

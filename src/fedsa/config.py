@@ -251,7 +251,7 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
         full = f"{prefix}{key}"
         if key not in fields:
             hint = difflib.get_close_matches(key, list(fields), n=1)
-            fix = f"did you mean {prefix}{hint[0]!r}?" if hint else "remove it"
+            fix = f"did you mean {prefix + hint[0]!r}?" if hint else "remove it"
             raise ConfigError(f"unknown config key {full!r}: {fix} (known: {', '.join(fields)})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
