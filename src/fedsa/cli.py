@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,11 @@ from fedsa.errors import ConfigError, FedsaError
 
 
 def _quiet_libraries() -> None:
+    """Silence library chatter that says nothing to a user of this command."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    # VeRA: we rebuild the projections from the seed on purpose and never save them.
+    warnings.filterwarnings("ignore", message=r"Specified to not save vera_A", category=UserWarning)
     import transformers
 
     transformers.logging.set_verbosity_error()
