@@ -154,3 +154,29 @@ def test_compare_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[st
         == 0
     )
     assert "reusing finished run" in capsys.readouterr().err
+
+
+def test_snapshots_keep_before_and_after_tensors(tmp_path: Path) -> None:
+    out = tmp_path / "snap"
+    assert (
+        main(
+            ["run", str(TINY), "algorithm=fedit", "analysis.snapshot_rounds=[2]", "--out", str(out)]
+        )
+        == 0
+    )
+    files = sorted((out / "snapshots").rglob("*.safetensors"))
+    assert [f.relative_to(out).as_posix() for f in files] == [
+        "snapshots/round_2/0.safetensors",
+        "snapshots/round_2/1.safetensors",
+        "snapshots/round_2/2.safetensors",
+    ]
+    snap = load_file(str(files[0]))
+    before = {k[len("before.") :] for k in snap if k.startswith("before.")}
+    after = {k[len("after.") :] for k in snap if k.startswith("after.")}
+    assert before == after and any(".lora_A." in k for k in after)
+    b0 = {k: v for k, v in snap.items() if k.startswith("before.") and ".lora_A." in k}
+    snap1 = load_file(str(files[1]))
+    assert equal(b0, {k: snap1[k] for k in b0})  # all clients received the same global A
+    assert (
+        main(["run", str(TINY), "analysis.snapshot_rounds=[3]", "--out", str(tmp_path / "x")]) == 2
+    )

@@ -113,6 +113,15 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """What the engine keeps for later analysis (``fedsa analyze``)."""
+
+    snapshot_rounds: tuple[int, ...] = ()
+    """Rounds after whose local training each client's adapter tensors (before and after) are
+    saved under ``RUN_DIR/snapshots/round_<t>/<client>.safetensors``."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A complete experiment: what a ``config.json`` in every run directory holds."""
 
@@ -128,6 +137,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -204,6 +214,12 @@ def validate(cfg: RunConfig) -> None:
             f"federation.clients_per_round = {cfg.federation.clients_per_round} exceeds "
             f"data.num_clients = {cfg.data.num_clients}: lower it or use 0 for all clients"
         )
+    bad_rounds = [t for t in cfg.analysis.snapshot_rounds if not 1 <= t <= cfg.federation.rounds]
+    if bad_rounds:
+        raise ConfigError(
+            f"analysis.snapshot_rounds has {bad_rounds}: rounds are numbered 1 to "
+            f"federation.rounds = {cfg.federation.rounds}"
+        )
     algo = ALGORITHMS[cfg.algorithm]
     if cfg.federation.share_head and not algo.head_configurable:
         raise ConfigError(
@@ -226,6 +242,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         (item_tp, _) = typing.get_args(tp)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+            if item_tp is int:
+                value = [int(v) if v.lstrip("-").isdigit() else v for v in value]
         if not isinstance(value, list):
             raise ConfigError(f"{key} = {value!r} has the wrong type: expected a list of strings")
         return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))

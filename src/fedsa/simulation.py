@@ -26,7 +26,7 @@ from fedsa.evaluate import evaluate, summarize
 from fedsa.params import Tensors, nbytes, numel
 from fedsa.prepare import Federation, prepare, sample_clients
 from fedsa.results import RunDir
-from fedsa.store import ClientStore
+from fedsa.store import ClientStore, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,27 @@ def build_summary(
     }
 
 
+def snapshot_writer(run_dir: RunDir, rounds: tuple[int, ...]) -> ClientCallback:
+    """An ``on_client`` observer saving each client's tensors before and after local training.
+
+    Keys are ``before.<name>`` (what the client started from: global shared + own private) and
+    ``after.<name>`` (its upload + new private state, before aggregation).
+    """
+    wanted = set(rounds)
+
+    def write(event: ClientEvent) -> None:
+        if event.round not in wanted:
+            return
+        before = {**event.received_shared, **event.received_private}
+        after = {**event.result.upload, **event.result.private}
+        tensors = {f"before.{k}": v for k, v in before.items()}
+        tensors.update({f"after.{k}": v for k, v in after.items()})
+        path = run_dir.path / "snapshots" / f"round_{event.round}" / f"{event.client}.safetensors"
+        save_tensors(path, tensors)
+
+    return write
+
+
 def run(
     cfg: RunConfig,
     out: Path,
@@ -215,7 +236,8 @@ def run(
     fed = prepare(cfg)
     if on_ready is not None:
         on_ready(fed)
-    shared, store, history = run_rounds(fed, run_dir, on_round)
+    observer = snapshot_writer(run_dir, cfg.analysis.snapshot_rounds)
+    shared, store, history = run_rounds(fed, run_dir, on_round, observer)
     run_dir.write_tensors(shared, store)
     summary = build_summary(fed, history, time.perf_counter() - start, config)
     run_dir.write_summary(summary)
