@@ -31,7 +31,8 @@ EXPECTED_SLOTS = {
     "ffa-lora": {"shared": {B}, "private": {HEAD}, "frozen": {A}},
     "local-only": {"shared": set(), "private": {A, B, HEAD}, "frozen": set()},
 }
-PAIRS = list(itertools.product(sorted(ALGORITHMS), sorted(VARIANTS)))
+FEDERATED = sorted(a for a in ALGORITHMS if not ALGORITHMS[a].pooled)
+PAIRS = list(itertools.product(FEDERATED, sorted(VARIANTS)))
 
 
 @dataclass

@@ -40,6 +40,8 @@ class Algorithm:
     """One line for ``fedsa list``."""
     paper: str
     """Citation of the method's paper."""
+    pooled: bool = False
+    """Reference only: one model trained on the union of all clients' data (no federation)."""
 
     def shared_slots(self, share_head: bool) -> frozenset[Slot]:
         """Slots sent to the server under the given head policy."""
@@ -93,6 +95,15 @@ ALGORITHMS: dict[str, Algorithm] = {
             head_configurable=False,
             summary="reference: every client trains alone, nothing is sent",
             paper="reference point (no federation)",
+        ),
+        Algorithm(
+            name="centralized",
+            trains=frozenset({A, B, HEAD}),
+            shares=frozenset({A, B, HEAD}),
+            head_configurable=False,
+            summary="reference: one model on the pooled data, same step budget, nothing sent",
+            paper="reference point (upper bound without data separation)",
+            pooled=True,
         ),
     )
 }

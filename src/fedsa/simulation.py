@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedsa.aggregate import validate_update, weighted_mean
+from fedsa.algorithms import ALGORITHMS
 from fedsa.client import ClientResult, client_round, client_seed, load_client_state
 from fedsa.config import RunConfig
 from fedsa.evaluate import evaluate, summarize
@@ -237,7 +238,10 @@ def run(
     if on_ready is not None:
         on_ready(fed)
     observer = snapshot_writer(run_dir, cfg.analysis.snapshot_rounds)
-    shared, store, history = run_rounds(fed, run_dir, on_round, observer)
+    loop = run_rounds
+    if ALGORITHMS[cfg.algorithm].pooled:
+        from fedsa.centralized import run_centralized as loop
+    shared, store, history = loop(fed, run_dir, on_round, observer)
     run_dir.write_tensors(shared, store)
     summary = build_summary(fed, history, time.perf_counter() - start, config)
     run_dir.write_summary(summary)
