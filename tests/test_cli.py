@@ -145,7 +145,7 @@ def test_compare_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[st
     rows = [line for line in out.splitlines() if line.startswith(("fedit", "fedsa-lora"))]
     assert len(rows) == 2
     for algo in ("fedit", "fedsa-lora"):
-        summary = json.loads((tmp_path / algo / "summary.json").read_text())
+        summary = json.loads((tmp_path / algo / "seed_0" / "summary.json").read_text())
         row = next(r for r in rows if r.split()[0] == algo)
         assert f"{summary['final']['accuracy_mean']:.4f}" in row
     # a second call reuses the finished runs

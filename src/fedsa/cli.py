@@ -1,4 +1,4 @@
-"""The ``fedsa`` command: ``run``, ``compare`` and ``list``.
+"""The ``fedsa`` command: ``run``, ``compare``, ``analyze`` and ``list``.
 
 User mistakes (:class:`~fedsa.errors.FedsaError`) print one line on stderr and exit with status 2;
 anything else is a bug and keeps its traceback.
@@ -74,32 +74,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of compare results, one row per algorithm."""
-    head = [
-        "algorithm",
-        "variant",
-        "mean acc",
-        "weighted",
-        "worst",
-        "majority",
-        "MB up",
-        "MB down",
-        "time s",
-    ]
-    body = [
-        [
-            r["algorithm"],
-            r["variant"],
-            f"{r['final']['accuracy_mean']:.4f}",
-            f"{r['final']['accuracy_weighted']:.4f}",
-            f"{r['final']['accuracy_min']:.4f}",
-            f"{r.get('majority_baseline', float('nan')):.4f}",
-            f"{r['mb_up']:.3f}",
-            f"{r['mb_down']:.3f}",
-            f"{r['wall_s']:.0f}",
-        ]
-        for r in rows
-    ]
+    """A plain-text table of compare results, one row per algorithm (seed means, see report)."""
+    from fedsa.report import format_cell
+
+    keys = ["algorithm", "variant", "seeds", "acc_mean", "acc_weighted", "acc_min", "majority"]
+    keys += ["mb_up", "mb_down", "trainable", "shared", "wall_s"]
+    head = ["algorithm", "variant", "seeds", "mean acc ± std", "weighted", "worst", "majority"]
+    head += ["MB up", "MB down", "trainable", "shared", "time s"]
+    body = [[format_cell(r, k) if k != "wall_s" else f"{r[k]:.0f}" for k in keys] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -108,31 +90,62 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``fedsa compare CONFIG --algorithms a,b --out DIR``: same data, partition and seed."""
+    """``fedsa compare CONFIG --algorithms a,b [--seeds 0,1] --out DIR``: same data and seeds.
+
+    Runs go to ``DIR/<algorithm>/seed_<s>/``; finished runs of the same resolved config are
+    reused, and the report (table, plots, ``report.md``, ``report.html``) is always rewritten.
+    """
+    import shlex
+
     from fedsa.config import load_config
+    from fedsa.report import Run, aggregate_rows, load_run, write_report
     from fedsa.results import read_summary
 
     names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     if not names:
         raise ConfigError("--algorithms is empty: give e.g. fedit,ffa-lora,fedsa-lora")
-    configs = [load_config(args.config, [*args.overrides, f"algorithm={n}"]) for n in names]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--algorithms {args.algorithms!r} names an algorithm twice")
+    try:
+        seeds = [int(x) for x in (args.seeds or "").split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2"
+        ) from None
+    if args.seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"--seeds {args.seeds!r}: give distinct integers, e.g. 0,1,2")
+    seeds = seeds or [load_config(args.config, args.overrides).seed]
+    jobs = [(n, s) for n in names for s in seeds]
+    configs = [
+        load_config(args.config, [*args.overrides, f"algorithm={n}", f"seed={s}"]) for n, s in jobs
+    ]
     out = Path(args.out)
-    rows = []
-    for cfg in configs:
-        run_dir = out / cfg.algorithm
-        if (run_dir / "summary.json").exists() and not args.overwrite:
-            summary = read_summary(run_dir)
-            if summary.get("config_sha256") == _sha(cfg):
-                print(f"{cfg.algorithm}: reusing finished run in {run_dir}", file=sys.stderr)
-                rows.append(summary)
-                continue
-        rows.append(_progress_run(cfg, run_dir, True, cfg.algorithm))
+    runs: dict[str, list[Run]] = {}
+    for i, cfg in enumerate(configs, 1):
+        label = f"{cfg.algorithm} seed={cfg.seed} ({i}/{len(configs)})"
+        run_dir = out / cfg.algorithm / f"seed_{cfg.seed}"
+        done = (run_dir / "summary.json").exists() and not args.overwrite
+        if done and read_summary(run_dir).get("config_sha256") == _sha(cfg):
+            print(f"{label}: reusing finished run in {run_dir}", file=sys.stderr)
+        else:
+            _progress_run(cfg, run_dir, True, label)
+        runs.setdefault(cfg.algorithm, []).append(load_run(cfg.algorithm, cfg.seed, run_dir))
+    rows = aggregate_rows({a: [r.summary for r in rs] for a, rs in runs.items()})
+    argv = sys.argv[1:] if Path(sys.argv[0]).stem in ("fedsa", "cli") else []
+    if "compare" not in argv[:2]:  # called as a function (tests, notebooks): rebuild it
+        argv = ["compare", args.config, *args.overrides, "--algorithms", args.algorithms]
+        argv += ["--seeds", args.seeds] * (args.seeds is not None) + ["--out", args.out]
+        argv += ["--overwrite"] * args.overwrite
+    command = shlex.join(["fedsa", *argv])
+    paths = write_report(out, rows, runs, command, config=Path(args.config).name)
     table = format_table(rows) + (
         "\nmean acc: unweighted mean over clients of final-round accuracy on each client's own "
-        "shard;\nmajority: the same for always predicting the client's majority training label."
+        "shard (± std over seeds);\nmajority: the same for always predicting the client's "
+        "majority training label."
     )
     (out / "table.txt").write_text(table + "\n", encoding="utf-8")
     print(table)
+    print(f"report: {paths['markdown']} and {paths['html']}", file=sys.stderr)
     return 0
 
 
@@ -178,16 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("compare", help="run several algorithms on the same data and seed")
+    c = sub.add_parser(
+        "compare", help="run several algorithms on the same data and seeds, and write a report"
+    )
     c.add_argument("config", help="TOML config file")
     c.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     c.add_argument("--algorithms", default="fedit,ffa-lora,fedsa-lora", help="comma-separated")
-    c.add_argument("--out", required=True, help="directory for one run directory per algorithm")
+    c.add_argument(
+        "--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: the config's)"
+    )
+    c.add_argument(
+        "--out",
+        required=True,
+        help="directory for the report and the run directories <algorithm>/seed_<s>/",
+    )
     c.add_argument("--overwrite", action="store_true", help="rerun even finished runs")
     c.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("list", help="list algorithms, variants, tasks and model aliases")
     ls.set_defaults(func=cmd_list)
+
+    from fedsa.analysis import add_subparser as add_analyze
+
+    add_analyze(sub)
     return p
 
 
