@@ -16,7 +16,7 @@ from fedsa.client import client_round, client_seed
 from fedsa.params import Tensors
 from fedsa.prepare import Federation, sample_clients
 from fedsa.results import RunDir
-from fedsa.simulation import ClientCallback, ClientEvent, RoundCallback, evaluate_clients
+from fedsa.simulation import ClientCallback, ClientEvent, RoundCallback, finish_round
 from fedsa.store import ClientStore
 
 POOLED = "pooled"
@@ -69,12 +69,5 @@ def run_centralized(
             "cum_bytes_up": 0,
             "cum_bytes_down": 0,
         }
-        if t % cfg.eval.every == 0 or t == cfg.federation.rounds:
-            record["eval"] = evaluate_clients(fed, state, store)
-        record["wall_s"] = time.perf_counter() - start
-        history.append(record)
-        if run_dir is not None:
-            run_dir.append_metrics(record)
-        if on_round is not None:
-            on_round(record)
+        finish_round(fed, record, state, store, start, history, run_dir, on_round)
     return state, store, history

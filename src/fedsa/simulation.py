@@ -63,6 +63,28 @@ def evaluate_clients(fed: Federation, shared: Tensors, store: ClientStore) -> di
     return {"clients": per_client, **summarize(per_client)}
 
 
+def finish_round(
+    fed: Federation,
+    record: dict[str, Any],
+    shared: Tensors,
+    store: ClientStore,
+    start: float,
+    history: list[dict[str, Any]],
+    run_dir: RunDir | None,
+    on_round: RoundCallback | None,
+) -> None:
+    """Evaluate when due, time the round, and hand its record to history, disk and observer."""
+    t = record["round"]
+    if t % fed.cfg.eval.every == 0 or t == fed.cfg.federation.rounds:
+        record["eval"] = evaluate_clients(fed, shared, store)
+    record["wall_s"] = time.perf_counter() - start
+    history.append(record)
+    if run_dir is not None:
+        run_dir.append_metrics(record)
+    if on_round is not None:
+        on_round(record)
+
+
 def run_rounds(
     fed: Federation,
     run_dir: RunDir | None = None,
@@ -132,14 +154,7 @@ def run_rounds(
         cum_up += record["bytes_up"]
         cum_down += record["bytes_down"]
         record["cum_bytes_up"], record["cum_bytes_down"] = cum_up, cum_down
-        if t % cfg.eval.every == 0 or t == cfg.federation.rounds:
-            record["eval"] = evaluate_clients(fed, shared, store)
-        record["wall_s"] = time.perf_counter() - start
-        history.append(record)
-        if run_dir is not None:
-            run_dir.append_metrics(record)
-        if on_round is not None:
-            on_round(record)
+        finish_round(fed, record, shared, store, start, history, run_dir, on_round)
     return shared, store, history
 
 
