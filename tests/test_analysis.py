@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -12,7 +11,6 @@ import pytest
 import torch
 
 from fedsa.analysis import (
-    add_subparser,
     analyze_round,
     analyze_run,
     pairwise_cosine,
@@ -245,8 +243,9 @@ def test_write_analysis_and_cli_on_fake_run(
     assert res["figures"] == ["round_3_cosine.png"]
     assert (tmp_path / "out" / "round_3_cosine.png").read_bytes().startswith(b"\x89PNG")
 
-    parser = argparse.ArgumentParser()
-    add_subparser(parser.add_subparsers(dest="command"))
+    from fedsa.cli import build_parser
+
+    parser = build_parser()
     args = parser.parse_args(["analyze", str(run)])
     assert args.func(args) == 0
     printed = capsys.readouterr().out

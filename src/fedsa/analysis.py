@@ -13,7 +13,6 @@ Heavy libraries (torch, PEFT, matplotlib) are imported lazily to keep the CLI pa
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedsa.errors import ConfigError, DataError
+from fedsa.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -305,33 +304,3 @@ def write_analysis(
     atomic_write_json(out / "analysis.json", result)
     log.info("wrote %s and %d figure(s)", out / "analysis.json", len(result["figures"]))
     return result
-
-
-def _parse_rounds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"--rounds {text!r} is not a list of round numbers: write e.g. 1,5")
-    return [int(p) for p in parts]
-
-
-def add_subparser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``fedsa analyze RUN_DIR [--rounds 1,5] [--out DIR]``."""
-    a = sub.add_parser("analyze", help="client x client similarity of A and B from snapshots")
-    a.add_argument("run_dir", help="run directory made with analysis.snapshot_rounds=[...]")
-    a.add_argument("--rounds", default=None, help="comma-separated rounds (default: all saved)")
-    a.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
-    a.set_defaults(func=cmd_analyze)
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    """``fedsa analyze``: print one summary line per round and the files written."""
-    out = Path(args.run_dir) / "analysis" if args.out is None else Path(args.out)
-    result = write_analysis(Path(args.run_dir), _parse_rounds(args.rounds), out)
-    for rnd in result["rounds"]:
-        print(rnd["summary_line"])
-    print(f"wrote {out / 'analysis.json'}")
-    for name in result["figures"]:
-        print(f"wrote {out / name}")
-    return 0

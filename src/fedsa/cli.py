@@ -125,7 +125,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         label = f"{cfg.algorithm} seed={cfg.seed} ({i}/{len(configs)})"
         run_dir = out / cfg.algorithm / f"seed_{cfg.seed}"
         done = (run_dir / "summary.json").exists() and not args.overwrite
-        if done and read_summary(run_dir).get("config_sha256") == _sha(cfg):
+        if done and read_summary(run_dir).get("config_sha256") == cfg.sha256():
             print(f"{label}: reusing finished run in {run_dir}", file=sys.stderr)
         else:
             _progress_run(cfg, run_dir, True, label)
@@ -149,11 +149,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sha(cfg: Any) -> str:
-    import hashlib
-    import json
+def _parse_rounds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--rounds {text!r} is not a list of round numbers: write e.g. 1,5")
+    return [int(p) for p in parts]
 
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``fedsa analyze RUN_DIR``: print one summary line per round and the files written."""
+    from fedsa.analysis import write_analysis
+
+    out = Path(args.run_dir) / "analysis" if args.out is None else Path(args.out)
+    result = write_analysis(Path(args.run_dir), _parse_rounds(args.rounds), out)
+    for rnd in result["rounds"]:
+        print(rnd["summary_line"])
+    print(f"wrote {out / 'analysis.json'}")
+    for name in result["figures"]:
+        print(f"wrote {out / name}")
+    return 0
+
+
+def _print_section(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    print(title)
+    for name, text in rows:
+        print(f"  {name:<12} {text}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -163,18 +185,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedsa.data import TASKS
     from fedsa.models import ALIASES
 
-    print("algorithms:")
-    for a in ALGORITHMS.values():
-        print(f"  {a.name:<12} {a.summary}  [{a.paper}]")
-    print("adapter variants (adapter.variant):")
-    for v in VARIANTS.values():
-        print(f"  {v.name:<12} {v.summary}  [{v.paper}]")
-    print("tasks (data.task):")
-    for t in TASKS.values():
-        print(f"  {t.name:<12} {t.description}  [{t.paper}]")
-    print("model aliases (model.name; any Hugging Face id or local path also works):")
-    for m in ALIASES.values():
-        print(f"  {m.name:<12} {m.summary}")
+    _print_section(
+        "algorithms:", [(a.name, f"{a.summary}  [{a.paper}]") for a in ALGORITHMS.values()]
+    )
+    _print_section(
+        "adapter variants (adapter.variant):",
+        [(v.name, f"{v.summary}  [{v.paper}]") for v in VARIANTS.values()],
+    )
+    _print_section(
+        "tasks (data.task):", [(t.name, f"{t.description}  [{t.paper}]") for t in TASKS.values()]
+    )
+    _print_section(
+        "model aliases (model.name; any Hugging Face id or local path also works):",
+        [(m.name, m.summary) for m in ALIASES.values()],
+    )
     return 0
 
 
@@ -211,9 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list algorithms, variants, tasks and model aliases")
     ls.set_defaults(func=cmd_list)
 
-    from fedsa.analysis import add_subparser as add_analyze
-
-    add_analyze(sub)
+    a = sub.add_parser("analyze", help="client x client similarity of A and B from snapshots")
+    a.add_argument("run_dir", help="run directory made with analysis.snapshot_rounds=[...]")
+    a.add_argument("--rounds", default=None, help="comma-separated rounds (default: all saved)")
+    a.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
+    a.set_defaults(func=cmd_analyze)
     return p
 
 

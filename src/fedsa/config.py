@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import tomllib
 import types
 import typing
@@ -146,6 +148,10 @@ class RunConfig:
         """Plain JSON-serialisable dict (tuples become lists)."""
         data: dict[str, Any] = _jsonable(dataclasses.asdict(self))
         return data
+
+    def sha256(self) -> str:
+        """Fingerprint of the resolved config: equal configs, equal digest (reuse, resume)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

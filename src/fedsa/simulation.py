@@ -8,8 +8,6 @@ the clients upload, so the loop never branches on the algorithm.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -182,9 +180,7 @@ def majority_baseline(fed: Federation) -> float:
     return sum(accs) / len(accs)
 
 
-def build_summary(
-    fed: Federation, history: list[dict[str, Any]], wall_s: float, config: dict[str, Any]
-) -> dict[str, Any]:
+def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     """Final-round numbers (never a best round), totals and parameter counts."""
     final = history[-1]
     ev = final["eval"]
@@ -211,7 +207,7 @@ def build_summary(
         "mb_down": final["cum_bytes_down"] / 1e6,
         "params": param_counts(fed),
         "wall_s": wall_s,
-        "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+        "config_sha256": fed.cfg.sha256(),
     }
 
 
@@ -247,8 +243,7 @@ def run(
     """Prepare, run every round and write the run directory; returns the summary."""
     start = time.perf_counter()
     run_dir = RunDir(out, overwrite=overwrite)
-    config = cfg.to_dict()
-    run_dir.write_config(config)
+    run_dir.write_config(cfg.to_dict())
     fed = prepare(cfg)
     if on_ready is not None:
         on_ready(fed)
@@ -258,7 +253,7 @@ def run(
         from fedsa.centralized import run_centralized as loop
     shared, store, history = loop(fed, run_dir, on_round, observer)
     run_dir.write_tensors(shared, store)
-    summary = build_summary(fed, history, time.perf_counter() - start, config)
+    summary = build_summary(fed, history, time.perf_counter() - start)
     run_dir.write_summary(summary)
     log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])
     return summary

@@ -1,4 +1,4 @@
-"""Per-client private state and atomic persistence (safetensors and JSON only, never pickle).
+"""Per-client private state and atomic persistence in safetensors and JSON (no code on load).
 
 Every client owns its private tensors (FedSA's ``B`` and head). The store hands out copies and
 takes copies back, so no tensor object is ever shared between two clients or with the model: the
