@@ -115,6 +115,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class FedDPAConfig:
+    """FedDPA (arXiv 2403.19211): how the global and local adapters are combined."""
+
+    combination: str = "instance"
+    """``instance``: the paper's instance-wise weight at inference, ``(1-a) dW_global + a dW_local``
+    with ``a = max_weight * mean cosine(test repr, local training reprs)``; ``sum``: plain sum."""
+    max_weight: float = 0.5
+    """Scale ``w`` of the instance-wise weight (the authors' default 0.5)."""
+    train_weight: float = 0.5
+    """Weight ``a`` of the local adapter while training (``instance`` only; the authors use 0.5)."""
+    num_references: int = 5
+    """Local training examples whose representations each test input is compared with."""
+    local_fraction: float = 0.5
+    """Share of each round's local steps spent on the local adapter (the rest: global adapter)."""
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
     """What the engine keeps for later analysis (``fedsa analyze``)."""
 
@@ -139,6 +156,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    feddpa: FedDPAConfig = field(default_factory=FedDPAConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def __post_init__(self) -> None:
@@ -211,6 +229,15 @@ def validate(cfg: RunConfig) -> None:
         ("seed", cfg.seed),
     ):
         _positive(key, value, allow_zero=True)
+    _choice("feddpa.combination", cfg.feddpa.combination, ("instance", "sum"))
+    _positive("feddpa.num_references", cfg.feddpa.num_references)
+    for key, value in (
+        ("feddpa.max_weight", cfg.feddpa.max_weight),
+        ("feddpa.train_weight", cfg.feddpa.train_weight),
+        ("feddpa.local_fraction", cfg.feddpa.local_fraction),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key} = {value!r} must be in [0, 1]")
     if not 0.0 <= cfg.adapter.dropout < 1.0:
         raise ConfigError(f"adapter.dropout = {cfg.adapter.dropout!r} must be in [0, 1)")
     if not cfg.adapter.target_modules:
