@@ -17,22 +17,24 @@ import torch
 
 from fedsa.adapters import VARIANTS
 from fedsa.aggregate import weighted_mean
-from fedsa.algorithms import ALGORITHMS, HEAD, A, B
+from fedsa.algorithms import A_LOCAL, ALGORITHMS, B_LOCAL, HEAD, A, B
 from fedsa.config import load_config
-from fedsa.evaluate import evaluate
 from fedsa.params import Tensors, equal, nbytes, numel, read_from, write_into
 from fedsa.prepare import Federation, prepare
-from fedsa.simulation import ClientEvent, run_rounds
+from fedsa.simulation import ClientEvent, evaluate_client, run_rounds
 from fedsa.store import ClientStore
 
 EXPECTED_SLOTS = {
+    "feddpa": {"shared": {A, B}, "private": {HEAD, A_LOCAL, B_LOCAL}, "frozen": set()},
     "fedsa-lora": {"shared": {A}, "private": {B, HEAD}, "frozen": set()},
     "fedit": {"shared": {A, B}, "private": {HEAD}, "frozen": set()},
     "ffa-lora": {"shared": {B}, "private": {HEAD}, "frozen": {A}},
     "local-only": {"shared": set(), "private": {A, B, HEAD}, "frozen": set()},
 }
 FEDERATED = sorted(a for a in ALGORITHMS if not ALGORITHMS[a].pooled)
-PAIRS = list(itertools.product(FEDERATED, sorted(VARIANTS)))
+PAIRS = [
+    (a, v) for a, v in itertools.product(FEDERATED, sorted(VARIANTS)) if ALGORITHMS[a].supports(v)
+]
 
 
 @dataclass
@@ -191,7 +193,7 @@ def test_evaluation_is_personalised(trace: tuple[str, str, Trace]) -> None:
     final = t.history[-1]["eval"]["clients"]
     for k, c in enumerate(t.fed.client_ids):
         fresh = _fresh_model_with(t, c, t.shared)
-        got = evaluate(fresh.model, fresh.dev, fresh.client_eval[k], 64, fresh.device)
+        got = evaluate_client(fresh, k)
         assert got["accuracy"] == pytest.approx(final[c]["accuracy"])
         assert got["loss"] == pytest.approx(final[c]["loss"], rel=1e-5)
 

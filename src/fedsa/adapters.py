@@ -20,11 +20,13 @@ import torch
 from peft import LoraConfig, PeftConfig, PeftModel, TaskType, VeraConfig, get_peft_model
 from transformers import PreTrainedModel
 
-from fedsa.algorithms import HEAD, A, Algorithm, B, Slot
+from fedsa.algorithms import A_LOCAL, B_LOCAL, HEAD, A, Algorithm, B, Slot
 from fedsa.config import AdapterConfig
 
-HEAD_MARKER = ".modules_to_save."
+HEAD_MARKER = ".modules_to_save.default."
 """PEFT wraps the task head (``classifier``/``score``) and trains its copy under this name."""
+LOCAL_ADAPTER = "local"
+"""PEFT adapter name of FedDPA's second adapter (the first is PEFT's ``default``)."""
 
 
 def _lora(cfg: AdapterConfig, seed: int, task_type: TaskType, rs: bool) -> PeftConfig:
@@ -66,11 +68,15 @@ class Variant:
     paper: str
 
     def slot_of(self, name: str) -> Slot | None:
-        """The slot a parameter belongs to, or None for a base-model weight."""
+        """The slot a parameter belongs to, or None for a base-model weight.
+
+        PEFT also gives a second adapter its own (unused) copy of the head; that copy maps to None.
+        """
+        local = f".{LOCAL_ADAPTER}." in name
         if self.a_marker in name:
-            return A
+            return A_LOCAL if local else A
         if self.b_marker in name:
-            return B
+            return B_LOCAL if local else B
         if HEAD_MARKER in name:
             return HEAD
         return None
@@ -133,6 +139,8 @@ class Layout:
     frozen: tuple[str, ...]
     """Never trained, never sent: identical initial value on every client."""
     slots: dict[str, Slot]
+    phases: tuple[tuple[str, ...], ...]
+    """Names trained in each consecutive phase of a local round (one phase for most algorithms)."""
 
     @property
     def trainable(self) -> tuple[str, ...]:
@@ -163,11 +171,16 @@ def make_layout(
             f"no {sorted(missing)} parameters found for variant {variant.name!r}: PEFT may have "
             "renamed its parameters (see tests/test_adapters.py) or target_modules matched nothing"
         )
+    trainable = groups["shared"] + groups["private"]
+    phases = tuple(
+        tuple(n for n in trainable if slots[n] in phase) for phase in algorithm.phases
+    ) or (tuple(trainable),)
     return Layout(
         shared=tuple(groups["shared"]),
         private=tuple(groups["private"]),
         frozen=tuple(groups["frozen"]),
         slots=slots,
+        phases=phases,
     )
 
 

@@ -21,7 +21,10 @@ Slot = str
 A: Slot = "A"
 B: Slot = "B"
 HEAD: Slot = "head"
-SLOTS: tuple[Slot, ...] = (A, B, HEAD)
+A_LOCAL: Slot = "A_local"
+B_LOCAL: Slot = "B_local"
+"""Slots of FedDPA's second (local) adapter."""
+SLOTS: tuple[Slot, ...] = (A, B, HEAD, A_LOCAL, B_LOCAL)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,17 @@ class Algorithm:
     """Citation of the method's paper."""
     pooled: bool = False
     """Reference only: one model trained on the union of all clients' data (no federation)."""
+    dual_adapter: bool = False
+    """A second, local adapter beside the global one (FedDPA); its slots are A_local, B_local."""
+    phases: tuple[frozenset[Slot], ...] = ()
+    """Local training in consecutive phases, each training only these slots (empty: one phase
+    training every slot in ``trains``)."""
+    variants: frozenset[str] | None = None
+    """Adapter variants the algorithm supports (None: all)."""
+
+    def supports(self, variant: str) -> bool:
+        """Whether this algorithm can run over the adapter ``variant``."""
+        return self.variants is None or variant in self.variants
 
     def shared_slots(self, share_head: bool) -> frozenset[Slot]:
         """Slots sent to the server under the given head policy."""
@@ -87,6 +101,18 @@ ALGORITHMS: dict[str, Algorithm] = {
             summary="A random, identical on all clients and frozen; train and average B",
             paper="Sun et al., Improving LoRA in Privacy-preserving Federated Learning, "
             "ICLR 2024, arXiv 2403.12313",
+        ),
+        Algorithm(
+            name="feddpa",
+            trains=frozenset({A, B, HEAD, A_LOCAL, B_LOCAL}),
+            shares=frozenset({A, B}),
+            head_configurable=True,
+            summary="FedDPA-T: global adapter averaged, local adapter kept; instance-wise mix",
+            paper="Yang et al., Dual-Personalizing Adapter for Federated Foundation Models, "
+            "NeurIPS 2024, arXiv 2403.19211",
+            dual_adapter=True,
+            phases=(frozenset({A, B, HEAD}), frozenset({A_LOCAL, B_LOCAL, HEAD})),
+            variants=frozenset({"lora", "rslora"}),
         ),
         Algorithm(
             name="local-only",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedsa.adapters import Layout
+from fedsa.adapters import Layout, apply_trainable
 from fedsa.batching import Encoded, collate, sample_batches
 from fedsa.config import RunConfig
 from fedsa.params import Tensors, read_from, write_into
@@ -34,6 +34,20 @@ class ClientResult:
 def client_seed(seed: int, round_idx: int, client_index: int) -> int:
     """A seed for (run seed, round, client), independent of which other clients take part."""
     return int(np.random.SeedSequence([seed, round_idx, client_index]).generate_state(1)[0])
+
+
+def phase_steps(cfg: RunConfig, phases: int) -> list[int]:
+    """How a round's local steps are split across training phases.
+
+    Only FedDPA has two phases (global adapter, then local adapter); it gives the local one
+    ``round(local_steps * feddpa.local_fraction)`` steps, so every method has the same budget.
+    """
+    total = cfg.federation.local_steps
+    if phases == 1:
+        return [total]
+    assert phases == 2, "only one- and two-phase algorithms exist"
+    local = round(total * cfg.feddpa.local_fraction)
+    return [total - local, local]
 
 
 def load_client_state(
@@ -84,11 +98,24 @@ def client_round(
     torch.manual_seed(seed)
     batches = sample_batches(indices, cfg.federation.local_steps, cfg.federation.batch_size, rng)
     params = dict(model.named_parameters())
-    trainable = [params[name] for name in layout.trainable]
-    loss = train_steps(model, trainable, (collate(data, b) for b in batches), cfg.optim, device)
+    losses: list[float] = []
+    start = 0
+    for names, steps in zip(layout.phases, phase_steps(cfg, len(layout.phases)), strict=True):
+        if steps == 0:
+            continue
+        phase = set(names)
+        for name, param in params.items():  # only this phase's tensors get gradients
+            param.requires_grad_(name in phase)
+        chunk = batches[start : start + steps]
+        start += steps
+        loss = train_steps(
+            model, [params[n] for n in names], (collate(data, b) for b in chunk), cfg.optim, device
+        )
+        losses.append(loss * steps)
+    apply_trainable(model, layout)
     return ClientResult(
         upload=read_from(model, layout.shared),
         private=read_from(model, layout.private),
-        train_loss=loss,
+        train_loss=sum(losses) / cfg.federation.local_steps,
         num_examples=len(indices),
     )

@@ -189,7 +189,9 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 def _choice(key: str, value: str, allowed: typing.Iterable[str]) -> None:
     allowed = sorted(allowed)
     if value not in allowed:
-        hint = difflib.get_close_matches(value, allowed, n=1)
+        hint = [a for a in allowed if a.startswith(value)] or difflib.get_close_matches(
+            value, allowed, n=1
+        )
         fix = f"did you mean {hint[0]!r}? " if hint else ""
         raise ConfigError(f"{key} = {value!r} is unknown: {fix}allowed: {', '.join(allowed)}")
 
@@ -254,6 +256,11 @@ def validate(cfg: RunConfig) -> None:
             f"federation.rounds = {cfg.federation.rounds}"
         )
     algo = ALGORITHMS[cfg.algorithm]
+    if not algo.supports(cfg.adapter.variant):
+        raise ConfigError(
+            f"algorithm = {cfg.algorithm!r} does not support adapter.variant = "
+            f"{cfg.adapter.variant!r}: use one of {', '.join(sorted(algo.variants or ()))}"
+        )
     if cfg.federation.share_head and not algo.head_configurable:
         raise ConfigError(
             f"federation.share_head = true is not allowed for {cfg.algorithm}: its head is "

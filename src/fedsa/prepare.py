@@ -18,6 +18,7 @@ from fedsa.batching import Encoded, encode
 from fedsa.config import RunConfig
 from fedsa.data import TaskData, load_task, resolve_data_dir
 from fedsa.errors import DataError
+from fedsa.feddpa import add_local_adapter, reference_indices, set_mix, training_mix
 from fedsa.models import load_classifier, load_tokenizer
 from fedsa.params import Tensors, read_from
 from fedsa.partition import eval_shards, partition
@@ -38,6 +39,8 @@ class Federation:
     """Indices into ``train`` per client."""
     client_eval: list[list[int]]
     """Indices into ``dev`` per client (label proportions matched to its training shard)."""
+    client_refs: list[list[int]]
+    """FedDPA: indices into ``train`` each client compares test inputs with."""
     model: torch.nn.Module
     layout: Layout
     init_shared: Tensors
@@ -90,10 +93,13 @@ def prepare(cfg: RunConfig) -> Federation:
     dev = encode(task.dev, tokenizer, cfg.model.max_length)
 
     base = load_classifier(cfg.model.name, task.num_labels, cfg.seed)
-    model = build_peft_model(base, cfg.adapter, cfg.seed).to(device)
-    layout = make_layout(
-        model, VARIANTS[cfg.adapter.variant], ALGORITHMS[cfg.algorithm], cfg.federation.share_head
-    )
+    model = build_peft_model(base, cfg.adapter, cfg.seed)
+    algorithm = ALGORITHMS[cfg.algorithm]
+    if algorithm.dual_adapter:
+        add_local_adapter(model, cfg.adapter, cfg.seed)
+        set_mix(model, *training_mix(cfg.feddpa))
+    model = model.to(device)
+    layout = make_layout(model, VARIANTS[cfg.adapter.variant], algorithm, cfg.federation.share_head)
     apply_trainable(model, layout)
     return Federation(
         cfg=cfg,
@@ -103,6 +109,10 @@ def prepare(cfg: RunConfig) -> Federation:
         client_ids=[str(k) for k in range(cfg.data.num_clients)],
         client_train=client_train,
         client_eval=client_eval,
+        client_refs=[
+            reference_indices(part, cfg.feddpa.num_references, cfg.seed, k)
+            for k, part in enumerate(client_train)
+        ],
         model=model,
         layout=layout,
         init_shared=read_from(model, layout.shared),

@@ -22,6 +22,7 @@ from fedsa.algorithms import ALGORITHMS
 from fedsa.client import ClientResult, client_round, client_seed, load_client_state
 from fedsa.config import RunConfig
 from fedsa.evaluate import evaluate, summarize
+from fedsa.feddpa import evaluate_instance_wise
 from fedsa.params import Tensors, nbytes, numel
 from fedsa.prepare import Federation, prepare, sample_clients
 from fedsa.results import RunDir
@@ -55,10 +56,28 @@ def evaluate_clients(fed: Federation, shared: Tensors, store: ClientStore) -> di
     per_client: dict[str, dict[str, float]] = {}
     for k, cid in enumerate(fed.client_ids):
         load_client_state(fed.model, fed.frozen, shared, store.get(cid))
-        per_client[cid] = evaluate(
-            fed.model, fed.dev, fed.client_eval[k], fed.cfg.eval.batch_size, fed.device
-        )
+        per_client[cid] = evaluate_client(fed, k)
     return {"clients": per_client, **summarize(per_client)}
+
+
+def evaluate_client(fed: Federation, k: int) -> dict[str, float]:
+    """Client ``k``'s metrics with whatever adapter state the model holds now.
+
+    FedDPA with the instance-wise combination classifies each input under its own adapter mix.
+    """
+    cfg = fed.cfg
+    if ALGORITHMS[cfg.algorithm].dual_adapter and cfg.feddpa.combination == "instance":
+        return evaluate_instance_wise(
+            fed.model,
+            fed.train,
+            fed.client_refs[k],
+            fed.dev,
+            fed.client_eval[k],
+            cfg.feddpa,
+            cfg.eval.batch_size,
+            fed.device,
+        )
+    return evaluate(fed.model, fed.dev, fed.client_eval[k], cfg.eval.batch_size, fed.device)
 
 
 def finish_round(
