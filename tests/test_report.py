@@ -146,3 +146,14 @@ def test_bad_seeds_exit_2(tmp_path: Path, seeds: str, capsys: pytest.CaptureFixt
     assert main(["compare", str(TINY), "--seeds", seeds, "--out", str(tmp_path)]) == 2
     assert "--seeds" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_report_carries_an_analysis_line_for_runs_with_snapshots(tmp_path: Path) -> None:
+    argv = ["compare", str(TINY), *FAST, "analysis.snapshot_rounds=[2]"]
+    assert main([*argv, "--algorithms", "fedit", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    line = next(x for x in report.splitlines() if x.startswith("- fedit seed 0: "))
+    saved = json.loads((tmp_path / "fedit" / "seed_0" / "analysis" / "analysis.json").read_text())
+    assert line == f"- fedit seed 0: {saved['summary_line']}"
+    assert "round 2: mean pairwise cosine A" in line
+    assert "A/B analysis" in (tmp_path / "report.html").read_text(encoding="utf-8")

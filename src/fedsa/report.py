@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import math
 import statistics
@@ -225,7 +226,32 @@ def plot_client_accuracy(runs: dict[str, list[Run]], path: Path) -> Path:
     return path
 
 
-def _markdown(rows: list[dict[str, Any]], command: str, config: str, pngs: dict[str, Path]) -> str:
+def analysis_lines(runs: dict[str, list[Run]]) -> list[str]:
+    """One A/B-similarity line per run that kept snapshots (analysed now if not yet)."""
+    from fedsa.analysis import write_analysis
+
+    lines = []
+    for algo, algo_runs in runs.items():
+        for run in algo_runs:
+            if not (run.path / "snapshots").is_dir():
+                continue
+            saved = run.path / "analysis" / "analysis.json"
+            result = (
+                json.loads(saved.read_text(encoding="utf-8"))
+                if saved.exists()
+                else write_analysis(run.path, None)
+            )
+            lines.append(f"{algo} seed {run.seed}: {result['summary_line']}")
+    return lines
+
+
+def _markdown(
+    rows: list[dict[str, Any]],
+    command: str,
+    config: str,
+    pngs: dict[str, Path],
+    analysis: list[str],
+) -> str:
     head = [h for _, h in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(format_cell(r, k) for k, _ in COLUMNS) + " |" for r in rows]
@@ -236,12 +262,27 @@ def _markdown(rows: list[dict[str, Any]], command: str, config: str, pngs: dict[
         "\n".join(lines),
         NOTES,
     ]
+    if analysis:
+        parts.append("A/B analysis (`fedsa analyze`):\n\n" + "\n".join(f"- {a}" for a in analysis))
     parts += [f"![{name}]({p.name})" for name, p in pngs.items()]
     return "\n\n".join(parts) + "\n"
 
 
-def _html(rows: list[dict[str, Any]], command: str, config: str, pngs: dict[str, Path]) -> str:
+def _html(
+    rows: list[dict[str, Any]],
+    command: str,
+    config: str,
+    pngs: dict[str, Path],
+    analysis: list[str],
+) -> str:
     e = html.escape
+    ab = (
+        "<p>A/B analysis (fedsa analyze):</p><ul>"
+        + "".join(f"<li>{e(a)}</li>" for a in analysis)
+        + "</ul>\n"
+        if analysis
+        else ""
+    )
     head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
     body = "".join(
         "<tr>" + "".join(f"<td>{e(format_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>\n"
@@ -263,7 +304,7 @@ def _html(rows: list[dict[str, Any]], command: str, config: str, pngs: dict[str,
         f"<h1>fedsa compare report</h1>\n<p>Config file: <code>{e(config)}</code></p>\n"
         f"<p>Command:</p><pre>{e(command)}</pre>\n"
         f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
-        f"<p>{e(NOTES).replace('*', '')}</p>\n{imgs}</body></html>\n"
+        f"<p>{e(NOTES).replace('*', '')}</p>\n{ab}{imgs}</body></html>\n"
     )
 
 
@@ -298,9 +339,10 @@ def write_report(
         "accuracy_vs_mb": plot_accuracy_vs_mb(runs, out_dir / "accuracy_vs_mb.png"),
         "client_accuracy": plot_client_accuracy(runs, out_dir / "client_accuracy.png"),
     }
+    analysis = analysis_lines(runs)
     md = out_dir / "report.md"
-    md.write_text(_markdown(rows, command, config, pngs), encoding="utf-8")
+    md.write_text(_markdown(rows, command, config, pngs, analysis), encoding="utf-8")
     page = out_dir / "report.html"
-    page.write_text(_html(rows, command, config, pngs), encoding="utf-8")
+    page.write_text(_html(rows, command, config, pngs, analysis), encoding="utf-8")
     log.info("wrote %s and %s", md, page)
     return {**pngs, "markdown": md, "html": page}
