@@ -52,6 +52,38 @@ def validate_update(
         )
 
 
+def screen_updates(
+    updates: Mapping[str, Mapping[str, torch.Tensor]],
+    reference: Mapping[str, torch.Tensor],
+    *,
+    max_norm: float | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Split client updates into valid and rejected ones before anything is averaged.
+
+    Every engine (in-process and Flower) screens with this one function, so a bad update is
+    judged the same way everywhere.
+
+    Args:
+        updates: client id -> its uploaded tensors.
+        reference: the shared tensors the clients received (expected keys, shapes, dtypes).
+        max_norm: optional bound on each update's L2 norm (None or 0: no bound).
+
+    Returns:
+        The accepted client ids (in the order given) and ``{client: reason}`` for the rejected.
+    """
+    accepted: list[str] = []
+    rejected: dict[str, str] = {}
+    bound = max_norm if max_norm else None
+    for client, update in updates.items():
+        try:
+            validate_update(update, reference, client=client, max_norm=bound)
+        except UpdateError as exc:
+            rejected[client] = str(exc)
+        else:
+            accepted.append(client)
+    return accepted, rejected
+
+
 def weighted_mean(
     updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
 ) -> Tensors:

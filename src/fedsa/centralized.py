@@ -12,6 +12,7 @@ import dataclasses
 import time
 from typing import Any
 
+from fedsa.checkpoint import Checkpoint, Checkpointer
 from fedsa.client import client_round, client_seed
 from fedsa.params import Tensors
 from fedsa.prepare import Federation, sample_clients
@@ -27,6 +28,9 @@ def run_centralized(
     run_dir: RunDir | None = None,
     on_round: RoundCallback | None = None,
     on_client: ClientCallback | None = None,
+    *,
+    resume: Checkpoint | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> tuple[Tensors, ClientStore, list[dict[str, Any]]]:
     """Same contract as :func:`fedsa.simulation.run_rounds`, for the pooled reference."""
     cfg = fed.cfg
@@ -34,7 +38,10 @@ def run_centralized(
     store = ClientStore(fed.init_private, fed.client_ids)  # empty: nothing is private
     state = dict(fed.init_shared)
     history: list[dict[str, Any]] = []
-    for t in range(1, cfg.federation.rounds + 1):
+    if resume is not None:
+        state, history = dict(resume.shared), list(resume.history)
+        resume.restore_rng()
+    for t in range(len(history) + 1, cfg.federation.rounds + 1):
         start = time.perf_counter()
         budget = len(sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t))
         steps = cfg.federation.local_steps * budget
@@ -70,4 +77,6 @@ def run_centralized(
             "cum_bytes_down": 0,
         }
         finish_round(fed, record, state, store, start, history, run_dir, on_round)
+        if checkpointer is not None and checkpointer.due(t):
+            checkpointer.save(Checkpoint(t, state, {}, history))
     return state, store, history

@@ -30,27 +30,33 @@ def _quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def _progress_run(cfg: Any, out: Path, overwrite: bool, label: str) -> dict[str, Any]:
+def _progress_run(
+    cfg: Any, out: Path, overwrite: bool, label: str, resume: bool = False
+) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from fedsa.simulation import run
+    from fedsa.runner import run
 
     bar = tqdm(total=cfg.federation.rounds, desc=label, unit="round", file=sys.stderr)
     bar.set_postfix_str("preparing data and model")
 
     def on_round(rec: dict[str, Any]) -> None:
-        post = {"loss": f"{rec['train_loss']:.3f}"}
+        loss = rec["train_loss"]
+        post = {"loss": "-" if loss is None else f"{loss:.3f}"}
+        if rec.get("skipped"):
+            post["skipped"] = "yes"
         if "eval" in rec:
             post["acc"] = f"{rec['eval']['accuracy_mean']:.3f}"
         post["MB_up"] = f"{rec['cum_bytes_up'] / 1e6:.2f}"
         bar.set_postfix(post)
-        bar.update(1)
+        bar.update(rec["round"] - bar.n)  # a resumed run starts past round 0
 
     try:
         return run(
             cfg,
             out,
             overwrite=overwrite,
+            resume=resume,
             on_round=on_round,
             on_ready=lambda _: bar.set_postfix_str("training"),
         )
@@ -59,16 +65,30 @@ def _progress_run(cfg: Any, out: Path, overwrite: bool, label: str) -> dict[str,
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``fedsa run CONFIG [key=value ...] --out DIR``."""
-    from fedsa.config import load_config
+    """``fedsa run CONFIG [key=value ...] --out DIR`` or ``fedsa run [CONFIG] --resume DIR``."""
+    from fedsa.config import config_from_dict, load_config
+    from fedsa.results import RunDir
 
-    cfg = load_config(args.config, args.overrides)
-    summary = _progress_run(cfg, Path(args.out), args.overwrite, cfg.algorithm)
+    if args.resume is not None:
+        if args.out is not None or args.overwrite:
+            raise ConfigError("--resume continues RUN_DIR in place: drop --out and --overwrite")
+        out = Path(args.resume)
+        if args.config is None:
+            cfg = config_from_dict(RunDir.reopen(out).read_config())
+        else:
+            cfg = load_config(args.config, args.overrides)
+    else:
+        if args.config is None or args.out is None:
+            raise ConfigError("fedsa run needs CONFIG and --out DIR (or --resume RUN_DIR)")
+        out = Path(args.out)
+        cfg = load_config(args.config, args.overrides)
+    resume = args.resume is not None
+    summary = _progress_run(cfg, out, args.overwrite, cfg.algorithm, resume)
     fin = summary["final"]
     print(
         f"{cfg.algorithm} ({cfg.adapter.variant}) on {cfg.data.task}: mean client accuracy "
         f"{fin['accuracy_mean']:.4f} (weighted {fin['accuracy_weighted']:.4f}, "
-        f"worst {fin['accuracy_min']:.4f}), {summary['mb_up']:.3f} MB up; results in {args.out}"
+        f"worst {fin['accuracy_min']:.4f}), {summary['mb_up']:.3f} MB up; results in {out}"
     )
     return 0
 
@@ -209,10 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run one federated experiment")
-    r.add_argument("config", help="TOML config file")
+    r.add_argument("config", nargs="?", help="TOML config file (optional with --resume)")
     r.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. algorithm=fedit")
-    r.add_argument("--out", required=True, help="run directory to create")
+    r.add_argument("--out", help="run directory to create")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    r.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its newest valid checkpoint (same config required)",
+    )
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser(

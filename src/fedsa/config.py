@@ -86,6 +86,11 @@ class FederationConfig:
     """Aggregation weights: ``examples`` (n_k / sum n_j, the paper) or ``uniform``."""
     share_head: bool = False
     """Send and average the classification head too (fedit, ffa-lora only; default: keep local)."""
+    min_clients: int = 1
+    """Fewest valid updates a round needs to aggregate; with fewer the round is skipped (the
+    shared state stays, no client state changes) and recorded as skipped in the metrics."""
+    max_update_norm: float = 0.0
+    """Reject an update whose L2 norm over all shared tensors exceeds this (0: no bound)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,40 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """Crash safety: what ``fedsa run --resume RUN_DIR`` continues from."""
+
+    every: int = 1
+    """Write a checkpoint after every N rounds (0: never; the last round is always written)."""
+    keep: int = 2
+    """How many of the newest checkpoints to keep (older ones are deleted after a new one is
+    safely on disk; 2 lets a corrupt newest one fall back to the previous)."""
+
+
+BAD_KINDS = ("nan", "shape", "keys", "dtype", "scale")
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Injected client failures, for testing and for studying robustness (all off by default).
+
+    Each sampled client draws at most one fault per round from a generator seeded by (seed,
+    round, client), so a run with faults is as reproducible as one without.
+    """
+
+    train_error: float = 0.0
+    """Probability that a client raises during local training (its round's work is lost)."""
+    lost_reply: float = 0.0
+    """Probability that a client trains but its reply never reaches the server."""
+    bad_update: float = 0.0
+    """Probability that a client's reply is corrupted in one of ``bad_kinds``."""
+    bad_kinds: tuple[str, ...] = BAD_KINDS
+    """Corruptions to draw from: ``nan`` (a non-finite value), ``shape`` (a truncated tensor),
+    ``keys`` (a missing tensor and a private one leaked in), ``dtype`` (float64), ``scale``
+    (times 1e6: caught only by ``federation.max_update_norm``)."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A complete experiment: what a ``config.json`` in every run directory holds."""
 
@@ -158,6 +197,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     feddpa: FedDPAConfig = field(default_factory=FedDPAConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -228,6 +269,8 @@ def validate(cfg: RunConfig) -> None:
         ("optim.weight_decay", cfg.optim.weight_decay),
         ("optim.momentum", cfg.optim.momentum),
         ("optim.max_grad_norm", cfg.optim.max_grad_norm),
+        ("federation.max_update_norm", cfg.federation.max_update_norm),
+        ("checkpoint.every", cfg.checkpoint.every),
         ("seed", cfg.seed),
     ):
         _positive(key, value, allow_zero=True)
@@ -249,6 +292,15 @@ def validate(cfg: RunConfig) -> None:
             f"federation.clients_per_round = {cfg.federation.clients_per_round} exceeds "
             f"data.num_clients = {cfg.data.num_clients}: lower it or use 0 for all clients"
         )
+    _positive("federation.min_clients", cfg.federation.min_clients)
+    per_round = cfg.federation.clients_per_round or cfg.data.num_clients
+    if cfg.federation.min_clients > per_round:
+        raise ConfigError(
+            f"federation.min_clients = {cfg.federation.min_clients} exceeds the {per_round} "
+            "clients sampled per round: every round would be skipped; lower it"
+        )
+    _positive("checkpoint.keep", cfg.checkpoint.keep)
+    _validate_faults(cfg.faults)
     bad_rounds = [t for t in cfg.analysis.snapshot_rounds if not 1 <= t <= cfg.federation.rounds]
     if bad_rounds:
         raise ConfigError(
@@ -266,6 +318,23 @@ def validate(cfg: RunConfig) -> None:
             f"federation.share_head = true is not allowed for {cfg.algorithm}: its head is "
             "always kept on the client; remove the key"
         )
+
+
+def _validate_faults(faults: FaultConfig) -> None:
+    probs = {"train_error": faults.train_error, "lost_reply": faults.lost_reply}
+    probs["bad_update"] = faults.bad_update
+    for key, value in probs.items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"faults.{key} = {value!r} is a probability: it must be in [0, 1]")
+    if sum(probs.values()) > 1.0 + 1e-12:
+        raise ConfigError(
+            f"faults: train_error + lost_reply + bad_update = {sum(probs.values()):.3g} > 1: "
+            "a client has at most one fault per round; lower them"
+        )
+    for kind in faults.bad_kinds:
+        _choice("faults.bad_kinds", kind, BAD_KINDS)
+    if faults.bad_update > 0 and not faults.bad_kinds:
+        raise ConfigError("faults.bad_kinds is empty but faults.bad_update > 0: name a kind")
 
 
 # --------------------------------------------------------------------------- loading
@@ -373,3 +442,19 @@ def config_from_dict(tree: dict[str, Any]) -> RunConfig:
     cfg = _build(RunConfig, tree, "")
     assert isinstance(cfg, RunConfig)
     return cfg
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (``to_dict`` form), sorted."""
+    a, b = _flatten(_jsonable(old)), _flatten(_jsonable(new))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))

@@ -21,3 +21,7 @@ class DataError(FedsaError):
 
 class UpdateError(FedsaError):
     """A client update does not match what the server expects (keys, shapes, dtypes, values)."""
+
+
+class CheckpointError(FedsaError):
+    """A checkpoint cannot be written (disk full, permissions) or no valid one can be read."""

@@ -1,6 +1,7 @@
 """The in-process simulator: the round loop, reading top to bottom.
 
-sample -> broadcast -> local train -> aggregate -> evaluate -> record. One base model lives in
+sample -> broadcast -> local train -> screen -> aggregate -> evaluate -> record -> checkpoint.
+One base model lives in
 memory; each client's private tensors live in a :class:`~fedsa.store.ClientStore` and are swapped
 in exactly. The server step is :func:`~fedsa.aggregate.weighted_mean` over whatever named tensors
 the clients upload, so the loop never branches on the algorithm.
@@ -8,25 +9,24 @@ the clients upload, so the loop never branches on the algorithm.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fedsa.aggregate import validate_update, weighted_mean
+from fedsa.aggregate import screen_updates, weighted_mean
 from fedsa.algorithms import ALGORITHMS
+from fedsa.checkpoint import Checkpoint, Checkpointer
 from fedsa.client import ClientResult, client_round, client_seed, load_client_state
-from fedsa.config import RunConfig
 from fedsa.evaluate import evaluate, summarize
+from fedsa.faults import BAD_UPDATE, LOST_REPLY, TRAIN_ERROR, ClientFailure, FaultPlan, corrupt
 from fedsa.feddpa import evaluate_instance_wise
-from fedsa.params import Tensors, nbytes, numel
-from fedsa.prepare import Federation, prepare, sample_clients
+from fedsa.params import Tensors, nbytes
+from fedsa.prepare import Federation, sample_clients
 from fedsa.results import RunDir
-from fedsa.store import ClientStore, save_tensors
+from fedsa.store import ClientStore
 
 log = logging.getLogger(__name__)
 
@@ -102,177 +102,139 @@ def finish_round(
         on_round(record)
 
 
+def client_turn(
+    fed: Federation,
+    round_idx: int,
+    cid: str,
+    shared: Tensors,
+    private: Tensors,
+    plan: FaultPlan,
+) -> tuple[ClientResult, ClientResult]:
+    """One client's local training as the server will see it, with any injected fault.
+
+    Returns the genuine result (its private state is what the client would keep) and the
+    result as received (its upload possibly corrupted).
+
+    Raises:
+        ClientFailure: the client crashed in training or its reply was lost.
+    """
+    cfg = fed.cfg
+    k = fed.client_ids.index(cid)
+    fault = plan.fault(round_idx, k)
+    result = client_round(
+        fed.model,
+        fed.layout,
+        frozen=fed.frozen,
+        shared=shared,
+        private=private,
+        data=fed.train,
+        indices=fed.client_train[k],
+        cfg=cfg,
+        seed=client_seed(cfg.seed, round_idx, k),
+        device=fed.device,
+    )
+    if fault == TRAIN_ERROR:  # the model is left half-trained, as a real crash would leave it
+        raise ClientFailure("injected fault: training raised")
+    if fault == LOST_REPLY:
+        raise ClientFailure("injected fault: reply lost")
+    received = result
+    if fault == BAD_UPDATE:
+        bad = corrupt(result.upload, result.private, plan.bad_kind(round_idx, k))
+        received = dataclasses.replace(result, upload=bad)
+    return result, received
+
+
 def run_rounds(
     fed: Federation,
     run_dir: RunDir | None = None,
     on_round: RoundCallback | None = None,
     on_client: ClientCallback | None = None,
+    *,
+    resume: Checkpoint | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> tuple[Tensors, ClientStore, list[dict[str, Any]]]:
-    """Run all rounds; returns the final global shared tensors, the client store and metrics.
+    """Run all rounds (from ``resume`` on, if given); returns final shared tensors, store, metrics.
+
+    Every upload is screened (keys, shapes, dtypes, finite values, optional norm bound). A round
+    aggregates the valid ones if at least ``federation.min_clients`` remain; otherwise it is
+    skipped: the shared state stays and no client's state changes. A client that fails or whose
+    update is rejected keeps its private state from before the round.
 
     Args:
         fed: the prepared run.
         run_dir: where to append ``metrics.jsonl`` lines (None: keep in memory only).
         on_round: called with each round's metrics record.
-        on_client: called after each client's local training, before aggregation.
+        on_client: called with what the server receives from each client, before screening.
+        resume: continue after this checkpoint's round instead of starting from round 1.
+        checkpointer: writes a checkpoint after the rounds it says are due.
     """
     cfg = fed.cfg
     shared = dict(fed.init_shared)
     store = ClientStore(fed.init_private, fed.client_ids)
-    sizes = {cid: len(part) for cid, part in zip(fed.client_ids, fed.client_train, strict=True)}
-    cum_up = cum_down = 0
     history: list[dict[str, Any]] = []
-    for t in range(1, cfg.federation.rounds + 1):
+    if resume is not None:
+        shared = dict(resume.shared)
+        store.restore(resume.private)
+        history = list(resume.history)
+        resume.restore_rng()
+    plan = FaultPlan(cfg.faults, cfg.seed)
+    sizes = {cid: len(part) for cid, part in zip(fed.client_ids, fed.client_train, strict=True)}
+    cum_up = history[-1]["cum_bytes_up"] if history else 0
+    cum_down = history[-1]["cum_bytes_down"] if history else 0
+    for t in range(len(history) + 1, cfg.federation.rounds + 1):
         start = time.perf_counter()
         participants = sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t)
-        uploads: list[Tensors] = []
-        weights: list[float] = []
-        losses: dict[str, float] = {}
-        up: dict[str, int] = {}
-        down: dict[str, int] = {}
+        broadcast = nbytes(shared)  # what each participant receives
+        results: dict[str, ClientResult] = {}
+        uploads: dict[str, Tensors] = {}
+        failed: dict[str, str] = {}
         for cid in participants:
-            k = fed.client_ids.index(cid)
-            down[cid] = nbytes(shared)  # the broadcast this client receives
             private = store.get(cid)
-            result = client_round(
-                fed.model,
-                fed.layout,
-                frozen=fed.frozen,
-                shared=shared,
-                private=private,
-                data=fed.train,
-                indices=fed.client_train[k],
-                cfg=cfg,
-                seed=client_seed(cfg.seed, t, k),
-                device=fed.device,
-            )
-            store.put(cid, result.private)
+            try:
+                result, received = client_turn(fed, t, cid, shared, private, plan)
+            except ClientFailure as exc:
+                log.warning("round %d: client %s failed: %s", t, cid, exc)
+                failed[cid] = str(exc)
+                continue
             if on_client is not None:
-                on_client(ClientEvent(t, cid, shared, private, result))
-            validate_update(result.upload, shared, client=cid)
-            uploads.append(result.upload)
-            up[cid] = nbytes(result.upload)
-            weights.append(float(sizes[cid]) if cfg.federation.weighting == "examples" else 1.0)
-            losses[cid] = result.train_loss
+                on_client(ClientEvent(t, cid, shared, private, received))
+            results[cid], uploads[cid] = result, received.upload
 
-        if shared:
-            shared = weighted_mean(uploads, weights)
+        accepted, rejected = screen_updates(
+            uploads, shared, max_norm=cfg.federation.max_update_norm
+        )
+        for reason in rejected.values():
+            log.warning("round %d: rejected %s", t, reason)
+        skipped = len(accepted) < cfg.federation.min_clients
+        if skipped:
+            log.warning("round %d skipped: %d valid updates < min_clients", t, len(accepted))
+        else:
+            by_size = cfg.federation.weighting == "examples"
+            weights = [float(sizes[c]) if by_size else 1.0 for c in accepted]
+            if shared:
+                shared = weighted_mean([uploads[c] for c in accepted], weights)
+            for cid in accepted:
+                store.put(cid, results[cid].private)
 
+        losses = {cid: r.train_loss for cid, r in results.items()}
         record: dict[str, Any] = {
             "round": t,
             "participants": participants,
-            "bytes_up": sum(up.values()),
-            "bytes_down": sum(down.values()),
-            "bytes_up_per_client": up,
-            "bytes_down_per_client": down,
-            "train_loss": sum(losses.values()) / len(losses),
+            "accepted": accepted,
+            "rejected": rejected,
+            "failed": failed,
+            "skipped": skipped,
+            "bytes_up": sum(nbytes(u) for u in uploads.values()),
+            "bytes_down": broadcast * len(participants),
+            "bytes_up_per_client": {c: nbytes(u) for c, u in uploads.items()},
+            "bytes_down_per_client": {c: broadcast for c in participants},
+            "train_loss": sum(losses.values()) / len(losses) if losses else None,
             "train_loss_per_client": losses,
         }
         cum_up += record["bytes_up"]
         cum_down += record["bytes_down"]
         record["cum_bytes_up"], record["cum_bytes_down"] = cum_up, cum_down
         finish_round(fed, record, shared, store, start, history, run_dir, on_round)
+        if checkpointer is not None and checkpointer.due(t):
+            checkpointer.save(Checkpoint(t, shared, store.trained(), history))
     return shared, store, history
-
-
-def param_counts(fed: Federation) -> dict[str, int]:
-    """Scalars per client in each group: what trains, what is sent each way per round."""
-    return {
-        "trainable": numel(fed.init_shared) + numel(fed.init_private),
-        "shared": numel(fed.init_shared),
-        "private": numel(fed.init_private),
-        "frozen_adapter": numel(fed.frozen),
-    }
-
-
-def majority_baseline(fed: Federation) -> float:
-    """Mean client accuracy of always predicting the client's majority training label.
-
-    With label-skewed shards a personalised head can score high by learning the label prior
-    alone; this reference shows how much of an accuracy is more than that.
-    """
-    accs = []
-    for train_idx, eval_idx in zip(fed.client_train, fed.client_eval, strict=True):
-        labels = fed.train.labels[train_idx]
-        top = int(np.bincount(labels).argmax())
-        accs.append(float((fed.dev.labels[eval_idx] == top).mean()))
-    return sum(accs) / len(accs)
-
-
-def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
-    """Final-round numbers (never a best round), totals and parameter counts."""
-    final = history[-1]
-    ev = final["eval"]
-    return {
-        "algorithm": fed.cfg.algorithm,
-        "variant": fed.cfg.adapter.variant,
-        "task": fed.cfg.data.task,
-        "model": fed.cfg.model.name,
-        "seed": fed.cfg.seed,
-        "rounds": final["round"],
-        "num_clients": len(fed.client_ids),
-        "client_train_sizes": {
-            c: len(p) for c, p in zip(fed.client_ids, fed.client_train, strict=True)
-        },
-        "client_eval_sizes": {
-            c: len(p) for c, p in zip(fed.client_ids, fed.client_eval, strict=True)
-        },
-        "final": {k: v for k, v in ev.items() if k != "clients"},
-        "final_clients": ev["clients"],
-        "majority_baseline": majority_baseline(fed),
-        "total_bytes_up": final["cum_bytes_up"],
-        "total_bytes_down": final["cum_bytes_down"],
-        "mb_up": final["cum_bytes_up"] / 1e6,
-        "mb_down": final["cum_bytes_down"] / 1e6,
-        "params": param_counts(fed),
-        "wall_s": wall_s,
-        "config_sha256": fed.cfg.sha256(),
-    }
-
-
-def snapshot_writer(run_dir: RunDir, rounds: tuple[int, ...]) -> ClientCallback:
-    """An ``on_client`` observer saving each client's tensors before and after local training.
-
-    Keys are ``before.<name>`` (what the client started from: global shared + own private) and
-    ``after.<name>`` (its upload + new private state, before aggregation).
-    """
-    wanted = set(rounds)
-
-    def write(event: ClientEvent) -> None:
-        if event.round not in wanted:
-            return
-        before = {**event.received_shared, **event.received_private}
-        after = {**event.result.upload, **event.result.private}
-        tensors = {f"before.{k}": v for k, v in before.items()}
-        tensors.update({f"after.{k}": v for k, v in after.items()})
-        path = run_dir.path / "snapshots" / f"round_{event.round}" / f"{event.client}.safetensors"
-        save_tensors(path, tensors)
-
-    return write
-
-
-def run(
-    cfg: RunConfig,
-    out: Path,
-    *,
-    overwrite: bool = False,
-    on_round: RoundCallback | None = None,
-    on_ready: Callable[[Federation], None] | None = None,
-) -> dict[str, Any]:
-    """Prepare, run every round and write the run directory; returns the summary."""
-    start = time.perf_counter()
-    run_dir = RunDir(out, overwrite=overwrite)
-    run_dir.write_config(cfg.to_dict())
-    fed = prepare(cfg)
-    if on_ready is not None:
-        on_ready(fed)
-    observer = snapshot_writer(run_dir, cfg.analysis.snapshot_rounds)
-    loop = run_rounds
-    if ALGORITHMS[cfg.algorithm].pooled:
-        from fedsa.centralized import run_centralized as loop
-    shared, store, history = loop(fed, run_dir, on_round, observer)
-    run_dir.write_tensors(shared, store)
-    summary = build_summary(fed, history, time.perf_counter() - start)
-    run_dir.write_summary(summary)
-    log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])
-    return summary

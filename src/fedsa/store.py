@@ -85,6 +85,16 @@ class ClientStore:
             raise KeyError(f"client {client}: private tensor names differ from the initial ones")
         self._state[client] = clone(tensors)
 
+    def trained(self) -> dict[str, Tensors]:
+        """Copies of the private tensors of every client that has trained at least once."""
+        return {client: clone(state) for client, state in self._state.items()}
+
+    def restore(self, states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        """Replace all per-client state by ``states`` (from a checkpoint); others start fresh."""
+        self._state = {}
+        for client, tensors in states.items():
+            self.put(client, tensors)
+
     def save(self, directory: Path) -> None:
         """Write ``<directory>/<client_id>.safetensors`` for every client, atomically each."""
         for client in self._ids:
