@@ -235,9 +235,10 @@ class Checkpointer:
             try:
                 ckpt = self.read(t)
             except CheckpointError as exc:
-                log.warning("skipping checkpoint %s", exc)
                 problems.append(str(exc))
                 continue
+            for problem in problems:
+                log.warning("skipping checkpoint %s", problem)
             if problems:
                 log.warning("resuming from the older checkpoint of round %d", t)
             return ckpt

@@ -33,14 +33,21 @@ def _quiet_libraries() -> None:
 def _progress_run(
     cfg: Any, out: Path, overwrite: bool, label: str, resume: bool = False
 ) -> dict[str, Any]:
+    """Run with a progress bar that appears once data and model are ready.
+
+    Nothing is printed before that, so a mistake found while preparing is the only line shown.
+    """
     from tqdm import tqdm
 
     from fedsa.runner import run
 
-    bar = tqdm(total=cfg.federation.rounds, desc=label, unit="round", file=sys.stderr)
-    bar.set_postfix_str("preparing data and model")
+    bars: list[tqdm[Any]] = []
+
+    def on_ready(_: Any) -> None:
+        bars.append(tqdm(total=cfg.federation.rounds, desc=label, unit="round", file=sys.stderr))
 
     def on_round(rec: dict[str, Any]) -> None:
+        bar = bars[0]
         loss = rec["train_loss"]
         post = {"loss": "-" if loss is None else f"{loss:.3f}"}
         if rec.get("skipped"):
@@ -53,15 +60,11 @@ def _progress_run(
 
     try:
         return run(
-            cfg,
-            out,
-            overwrite=overwrite,
-            resume=resume,
-            on_round=on_round,
-            on_ready=lambda _: bar.set_postfix_str("training"),
+            cfg, out, overwrite=overwrite, resume=resume, on_round=on_round, on_ready=on_ready
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
