@@ -7,12 +7,25 @@ Tests that need real data or the real model *skip* on a developer machine withou
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.toml"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _token_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point the token cache (FEDSA_CACHE_DIR) at a session temp dir, not ~/.cache/fedsa."""
+    old = os.environ.get("FEDSA_CACHE_DIR")
+    os.environ["FEDSA_CACHE_DIR"] = str(tmp_path_factory.mktemp("fedsa-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FEDSA_CACHE_DIR", None)
+    else:
+        os.environ["FEDSA_CACHE_DIR"] = old
 
 
 def _missing(what: str) -> None:

@@ -72,8 +72,9 @@ def test_run_is_reproducible_and_refuses_to_mix_runs(
     )
     ma = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     mb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    strip = [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in ma]
-    assert strip == [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in mb]
+    timing = ("wall_s", "eval_s")
+    strip = [{k: v for k, v in json.loads(x).items() if k not in timing} for x in ma]
+    assert strip == [{k: v for k, v in json.loads(x).items() if k not in timing} for x in mb]
     capsys.readouterr()
     assert main(["run", str(TINY), "--out", str(tmp_path / "a")]) == 2
     assert "already holds a run" in capsys.readouterr().err

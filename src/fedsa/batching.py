@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -27,6 +28,11 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """Token count of every example, (N,) int64 (computed once, for length grouping)."""
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))
 
 
 def encode(
@@ -80,21 +86,38 @@ def collate(data: Encoded, indices: Sequence[int]) -> dict[str, torch.Tensor]:
 
 
 def sample_batches(
-    indices: Sequence[int], steps: int, batch_size: int, rng: np.random.Generator
+    indices: Sequence[int],
+    steps: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    lengths: np.ndarray | None = None,
 ) -> list[list[int]]:
     """``steps`` batches drawn by walking random permutations of ``indices``.
 
     Each example is seen once per pass before any is repeated; a client with fewer examples than
     ``batch_size`` gets batches of all its examples. Stateless given ``rng``, which the engine
     derives from (seed, round, client) so a resumed or reordered run draws the same batches.
+
+    With ``lengths`` (token counts of all examples), the examples used from each pass are sorted
+    by length before being cut into batches, and the batch order is then shuffled: the round
+    trains on exactly the same examples as without it, but each batch holds similar lengths, so
+    dynamic padding wastes little. Sorting stays within a pass, so (as without grouping) an
+    example can repeat within a batch only where that batch spans two passes.
     """
     pool = np.asarray(indices, dtype=np.int64)
     size = min(batch_size, len(pool))
     needed = steps * size
     order: list[int] = []
     while len(order) < needed:
-        order.extend(int(i) for i in rng.permutation(pool))
-    return [order[s * size : (s + 1) * size] for s in range(steps)]
+        drawn = rng.permutation(pool)
+        if lengths is not None:
+            drawn = drawn[: needed - len(order)]
+            drawn = drawn[np.argsort(lengths[drawn], kind="stable")]
+        order.extend(int(i) for i in drawn)
+    batches = [order[s * size : (s + 1) * size] for s in range(steps)]
+    if lengths is not None:
+        batches = [batches[int(p)] for p in rng.permutation(steps)]
+    return batches
 
 
 def length_sorted_chunks(data: Encoded, indices: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -15,6 +15,7 @@ import torch
 from fedsa.adapters import Layout, apply_trainable
 from fedsa.batching import Encoded, collate, sample_batches
 from fedsa.config import RunConfig
+from fedsa.device import autocast_dtype
 from fedsa.params import Tensors, read_from, write_into
 from fedsa.train import train_steps
 
@@ -96,7 +97,14 @@ def client_round(
     load_client_state(model, frozen, shared, private)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    batches = sample_batches(indices, cfg.federation.local_steps, cfg.federation.batch_size, rng)
+    batches = sample_batches(
+        indices,
+        cfg.federation.local_steps,
+        cfg.federation.batch_size,
+        rng,
+        lengths=data.lengths if cfg.federation.group_by_length else None,
+    )
+    dtype = autocast_dtype(cfg.precision, device)
     params = dict(model.named_parameters())
     losses: list[float] = []
     start = 0
@@ -109,7 +117,12 @@ def client_round(
         chunk = batches[start : start + steps]
         start += steps
         loss = train_steps(
-            model, [params[n] for n in names], (collate(data, b) for b in chunk), cfg.optim, device
+            model,
+            [params[n] for n in names],
+            (collate(data, b) for b in chunk),
+            cfg.optim,
+            device,
+            dtype,
         )
         losses.append(loss * steps)
     apply_trainable(model, layout)

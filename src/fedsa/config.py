@@ -68,6 +68,10 @@ class DataConfig:
     """If > 0, a seeded random subsample of the training set of this size (0: all)."""
     eval_examples_per_client: int = 0
     """Size of each client's evaluation shard drawn from dev (0: dev size // num_clients)."""
+    cache: bool = True
+    """Cache tokenised splits on disk in ``$FEDSA_CACHE_DIR`` (default ``~/.cache/fedsa``), keyed
+    by tokenizer, task, max length and a checksum of the examples; a repeated run skips
+    tokenisation. Entries are verified on load and rebuilt if corrupt (false: always tokenise)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class FederationConfig:
     shared state stays, no client state changes) and recorded as skipped in the metrics."""
     max_update_norm: float = 0.0
     """Reject an update whose L2 norm over all shared tensors exceeds this (0: no bound)."""
+    group_by_length: bool = False
+    """Reorder each client round's sampled examples so that a batch holds similar lengths (less
+    padding, same examples per round, still seeded); false keeps the plain random batches."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,11 @@ class EvalConfig:
     every: int = 1
     """Evaluate every N rounds; the final round is always evaluated."""
     batch_size: int = 64
-    """Evaluation batch size."""
+    """Evaluation batch size (batches are length-sorted, so large sizes waste little padding)."""
+    clients: str = "all"
+    """Whom to evaluate: ``all`` clients, or only the round's ``participants`` (for thousands of
+    clients, where evaluating everyone would cost more than the round's training; the summary
+    then describes the final round's participants)."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,9 @@ class RunConfig:
     """Seeds initialisation, partition, client sampling, batches and dropout."""
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
+    precision: str = "fp32"
+    """Forward-pass compute: ``fp32``, ``bf16`` (autocast; parameters and optimizer state stay
+    fp32) or ``auto`` (bf16 on a CUDA device that supports it, else fp32)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -245,6 +259,8 @@ def validate(cfg: RunConfig) -> None:
     _choice("algorithm", cfg.algorithm, ALGORITHMS)
     _choice("adapter.variant", cfg.adapter.variant, VARIANTS)
     _choice("device", cfg.device, ("cpu", "cuda", "auto"))
+    _choice("precision", cfg.precision, ("fp32", "bf16", "auto"))
+    _choice("eval.clients", cfg.eval.clients, ("all", "participants"))
     _choice("data.partition", cfg.data.partition, ("iid", "dirichlet"))
     _choice("federation.weighting", cfg.federation.weighting, ("examples", "uniform"))
     _choice("optim.name", cfg.optim.name, ("adamw", "sgd"))

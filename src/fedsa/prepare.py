@@ -14,9 +14,11 @@ import torch
 
 from fedsa.adapters import VARIANTS, Layout, apply_trainable, build_peft_model, make_layout
 from fedsa.algorithms import ALGORITHMS
-from fedsa.batching import Encoded, encode
+from fedsa.batching import Encoded
+from fedsa.cache import encode_split
 from fedsa.config import RunConfig
 from fedsa.data import TaskData, load_task, resolve_data_dir
+from fedsa.device import autocast_dtype
 from fedsa.errors import DataError
 from fedsa.feddpa import add_local_adapter, reference_indices, set_mix, training_mix
 from fedsa.models import load_classifier, load_tokenizer
@@ -78,6 +80,7 @@ def split_clients(cfg: RunConfig, task: TaskData) -> tuple[list[list[int]], list
 def prepare(cfg: RunConfig) -> Federation:
     """Load, split, tokenise and build the model for ``cfg``."""
     device = resolve_device(cfg.device)
+    autocast_dtype(cfg.precision, device)  # fail before loading anything if unsupported
     task = load_task(
         cfg.data.task,
         resolve_data_dir(cfg.data.data_dir),
@@ -89,8 +92,8 @@ def prepare(cfg: RunConfig) -> Federation:
     )
     client_train, client_eval = split_clients(cfg, task)
     tokenizer = load_tokenizer(cfg.model.name)
-    train = encode(task.train, tokenizer, cfg.model.max_length)
-    dev = encode(task.dev, tokenizer, cfg.model.max_length)
+    train = encode_split(task.train, tokenizer, cfg, "train")
+    dev = encode_split(task.dev, tokenizer, cfg, "dev")
 
     base = load_classifier(cfg.model.name, task.num_labels, cfg.seed)
     model = build_peft_model(base, cfg.adapter, cfg.seed)

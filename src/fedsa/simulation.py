@@ -20,6 +20,7 @@ from fedsa.aggregate import screen_updates, weighted_mean
 from fedsa.algorithms import ALGORITHMS
 from fedsa.checkpoint import Checkpoint, Checkpointer
 from fedsa.client import ClientResult, client_round, client_seed, load_client_state
+from fedsa.device import autocast, autocast_dtype
 from fedsa.evaluate import evaluate, summarize
 from fedsa.faults import BAD_UPDATE, LOST_REPLY, TRAIN_ERROR, ClientFailure, FaultPlan, corrupt
 from fedsa.feddpa import evaluate_instance_wise
@@ -51,12 +52,18 @@ class ClientEvent:
 ClientCallback = Callable[[ClientEvent], None]
 
 
-def evaluate_clients(fed: Federation, shared: Tensors, store: ClientStore) -> dict[str, Any]:
-    """Each client's personalised model (global shared + own private) on its own shard."""
+def evaluate_clients(
+    fed: Federation, shared: Tensors, store: ClientStore, clients: list[str] | None = None
+) -> dict[str, Any]:
+    """Each client's personalised model (global shared + own private) on its own shard.
+
+    ``clients`` names whom to evaluate (None: every client); see ``eval.clients``.
+    """
     per_client: dict[str, dict[str, float]] = {}
-    for k, cid in enumerate(fed.client_ids):
+    position = {cid: k for k, cid in enumerate(fed.client_ids)}
+    for cid in fed.client_ids if clients is None else clients:
         load_client_state(fed.model, fed.frozen, shared, store.get(cid))
-        per_client[cid] = evaluate_client(fed, k)
+        per_client[cid] = evaluate_client(fed, position[cid])
     return {"clients": per_client, **summarize(per_client)}
 
 
@@ -65,6 +72,12 @@ def evaluate_client(fed: Federation, k: int) -> dict[str, float]:
 
     FedDPA with the instance-wise combination classifies each input under its own adapter mix.
     """
+    cfg = fed.cfg
+    with autocast(fed.device, autocast_dtype(cfg.precision, fed.device)):
+        return _evaluate_client(fed, k)
+
+
+def _evaluate_client(fed: Federation, k: int) -> dict[str, float]:
     cfg = fed.cfg
     if ALGORITHMS[cfg.algorithm].dual_adapter and cfg.feddpa.combination == "instance":
         return evaluate_instance_wise(
@@ -90,10 +103,16 @@ def finish_round(
     run_dir: RunDir | None,
     on_round: RoundCallback | None,
 ) -> None:
-    """Evaluate when due, time the round, and hand its record to history, disk and observer."""
+    """Evaluate when due, time the round, and hand its record to history, disk and observer.
+
+    ``eval_s`` (evaluation time) is recorded next to ``wall_s`` (whole round, evaluation included).
+    """
     t = record["round"]
     if t % fed.cfg.eval.every == 0 or t == fed.cfg.federation.rounds:
-        record["eval"] = evaluate_clients(fed, shared, store)
+        who = record["participants"] if fed.cfg.eval.clients == "participants" else None
+        eval_start = time.perf_counter()
+        record["eval"] = evaluate_clients(fed, shared, store, who)
+        record["eval_s"] = time.perf_counter() - eval_start
     record["wall_s"] = time.perf_counter() - start
     history.append(record)
     if run_dir is not None:

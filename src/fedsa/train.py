@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from fedsa.config import OptimConfig
+from fedsa.device import autocast
 
 
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -29,6 +30,7 @@ def train_steps(
     batches: Iterable[dict[str, torch.Tensor]],
     cfg: OptimConfig,
     device: torch.device,
+    dtype: torch.dtype | None = None,
 ) -> float:
     """One optimizer step per batch; returns the mean training loss over the steps.
 
@@ -38,13 +40,16 @@ def train_steps(
         batches: padded batches as produced by :func:`fedsa.batching.collate`.
         cfg: optimizer settings.
         device: where the model lives.
+        dtype: autocast the forward pass to this dtype (None: fp32). Only the forward runs under
+            autocast; backward follows the forward's dtypes and the step updates fp32 params.
     """
     optimizer = make_optimizer(params, cfg)
     model.train()
     losses: list[float] = []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        loss = model(**batch).loss
+        with autocast(device, dtype):
+            loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
