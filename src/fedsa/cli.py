@@ -183,6 +183,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedsa.adapters import VARIANTS
     from fedsa.algorithms import ALGORITHMS
     from fedsa.data import TASKS
+    from fedsa.instruct import GENERATION_TASKS
     from fedsa.models import ALIASES
 
     _print_section(
@@ -193,7 +194,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         [(v.name, f"{v.summary}  [{v.paper}]") for v in VARIANTS.values()],
     )
     _print_section(
-        "tasks (data.task):", [(t.name, f"{t.description}  [{t.paper}]") for t in TASKS.values()]
+        "tasks (data.task):",
+        [(t.name, f"{t.description}  [{t.paper}]") for t in TASKS.values()]
+        + [(name, f"(causal LM, exact match) {text}") for name, text in GENERATION_TASKS.items()],
     )
     _print_section(
         "model aliases (model.name; any Hugging Face id or local path also works):",

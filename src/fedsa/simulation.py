@@ -23,6 +23,7 @@ from fedsa.client import ClientResult, client_round, client_seed, load_client_st
 from fedsa.config import RunConfig
 from fedsa.evaluate import evaluate, summarize
 from fedsa.feddpa import evaluate_instance_wise
+from fedsa.generate import evaluate_generation_client
 from fedsa.params import Tensors, nbytes, numel
 from fedsa.prepare import Federation, prepare, sample_clients
 from fedsa.results import RunDir
@@ -66,6 +67,8 @@ def evaluate_client(fed: Federation, k: int) -> dict[str, float]:
     FedDPA with the instance-wise combination classifies each input under its own adapter mix.
     """
     cfg = fed.cfg
+    if fed.generation is not None:  # causal LM: greedy generation, exact match
+        return evaluate_generation_client(fed, k)
     if ALGORITHMS[cfg.algorithm].dual_adapter and cfg.feddpa.combination == "instance":
         return evaluate_instance_wise(
             fed.model,
@@ -219,7 +222,8 @@ def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float)
         },
         "final": {k: v for k, v in ev.items() if k != "clients"},
         "final_clients": ev["clients"],
-        "majority_baseline": majority_baseline(fed),
+        # generation tasks have no class labels (their partition keys are length buckets)
+        **({} if fed.generation else {"majority_baseline": majority_baseline(fed)}),
         "total_bytes_up": final["cum_bytes_up"],
         "total_bytes_down": final["cum_bytes_down"],
         "mb_up": final["cum_bytes_up"] / 1e6,
