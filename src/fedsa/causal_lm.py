@@ -200,7 +200,10 @@ def load_causal_lm(
                 f"id ({type(exc).__name__}); check the name, or use an alias from `fedsa list`"
             ) from None
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
         model.enable_input_require_grads()
     return model
 
