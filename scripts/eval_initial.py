@@ -9,7 +9,6 @@ Usage: python scripts/eval_initial.py CONFIG [key=value ...] --out FILE.json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from fedsa.store import ClientStore, atomic_write_json
 
 
 def main() -> int:
+    """Evaluate the initial state of every client and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*")
