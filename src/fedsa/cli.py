@@ -65,8 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     summary = _progress_run(cfg, Path(args.out), args.overwrite, cfg.algorithm)
     fin = summary["final"]
+    clients = summary["final_clients"].values()
+    metric = "exact match" if all("exact_match" in c for c in clients) else "accuracy"
     print(
-        f"{cfg.algorithm} ({cfg.adapter.variant}) on {cfg.data.task}: mean client accuracy "
+        f"{cfg.algorithm} ({cfg.adapter.variant}) on {cfg.data.task}: mean client {metric} "
         f"{fin['accuracy_mean']:.4f} (weighted {fin['accuracy_weighted']:.4f}, "
         f"worst {fin['accuracy_min']:.4f}), {summary['mb_up']:.3f} MB up; results in {args.out}"
     )
