@@ -149,3 +149,18 @@ def test_bf16_base_with_gradient_checkpointing_trains_fp32_adapters() -> None:
     shared, store, history = run_rounds(fed)
     assert not equal(shared, fed.init_shared)
     assert math.isfinite(history[-1]["train_loss"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["model.name=tiny-bert"], "needs a causal LM"),
+        (["data.task=sst2"], "is a causal LM"),
+        (["data.task=gsm9k"], "did you mean 'gsm8k'"),
+        (["model.dtype=fp8"], "model.dtype"),
+        (["generate.max_new_tokens=0"], "generate.max_new_tokens"),
+    ],
+)
+def test_config_mistakes_name_the_fix(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_config(TINY_LLAMA, overrides)

@@ -225,8 +225,23 @@ def validate(cfg: RunConfig) -> None:
     """Check values that types alone cannot; raise a one-line ConfigError naming the key."""
     from fedsa.adapters import VARIANTS
     from fedsa.algorithms import ALGORITHMS
+    from fedsa.causal_lm import SMOLLM2, TINY_LLAMA
+    from fedsa.data import TASKS
+    from fedsa.instruct import GENERATION_TASKS
 
     _choice("algorithm", cfg.algorithm, ALGORITHMS)
+    _choice("data.task", cfg.data.task, [*TASKS, *GENERATION_TASKS])
+    generative = cfg.data.task in GENERATION_TASKS
+    if generative and cfg.model.name in ("tiny-bert", "minilm"):
+        raise ConfigError(
+            f"data.task = {cfg.data.task!r} needs a causal LM, not {cfg.model.name!r}: set "
+            f"model.name to {SMOLLM2!r}, {TINY_LLAMA!r} or a causal-LM hub id"
+        )
+    if not generative and cfg.model.name in (SMOLLM2, TINY_LLAMA):
+        raise ConfigError(
+            f"model.name = {cfg.model.name!r} is a causal LM: use it with a generation task "
+            f"({', '.join(GENERATION_TASKS)}) or pick a classifier such as 'minilm'"
+        )
     _choice("adapter.variant", cfg.adapter.variant, VARIANTS)
     _choice("device", cfg.device, ("cpu", "cuda", "auto"))
     _choice("data.partition", cfg.data.partition, ("iid", "dirichlet"))
