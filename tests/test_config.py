@@ -87,7 +87,13 @@ def test_defaults_are_valid() -> None:
 def test_every_shipped_config_is_valid(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.adapter.r > 0
-    if path.name.startswith("paper-"):
+    if path.name.startswith("paper-gsm8k"):  # the NLG setup: LLaMA3-8B, 3 IID clients
+        assert (cfg.adapter.r, cfg.adapter.alpha, cfg.data.num_clients) == (8, 16.0, 3)
+        assert cfg.adapter.target_modules == ("q_proj", "v_proj")
+        assert (cfg.data.partition, cfg.data.task) == ("iid", "gsm8k")
+        assert (cfg.federation.rounds, cfg.federation.local_steps) == (100, 30)
+        assert (cfg.federation.batch_size, cfg.generate.few_shot) == (1, 8)
+    elif path.name.startswith("paper-"):
         assert (cfg.adapter.r, cfg.adapter.alpha, cfg.adapter.dropout) == (8, 16.0, 0.05)
         assert cfg.adapter.target_modules == ("query", "value")
         assert (cfg.data.num_clients, cfg.data.dirichlet_alpha) == (3, 0.5)

@@ -25,6 +25,9 @@ class Encoded:
     token_type_ids: list[list[int]] | None
     labels: np.ndarray  # (N,) int64
     pad_id: int
+    token_labels: list[list[int]] | None = None
+    """Causal LMs: per-token targets (``-100`` on prompt tokens); batches then carry these as
+    ``labels`` (B, T), padded with ``-100``, and ``labels`` above is only a partition key."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,7 +66,7 @@ def collate(data: Encoded, indices: Sequence[int]) -> dict[str, torch.Tensor]:
 
     Returns:
         ``input_ids``, ``attention_mask`` (and ``token_type_ids``), each (batch, longest), and
-        ``labels`` (batch,).
+        ``labels`` (batch,), or (batch, longest) with ``-100`` padding for per-token targets.
     """
     length = max(len(data.input_ids[i]) for i in indices)
     ids = torch.full((len(indices), length), data.pad_id, dtype=torch.long)  # (B, T)
@@ -80,6 +83,11 @@ def collate(data: Encoded, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         "attention_mask": mask,
         "labels": torch.from_numpy(data.labels[list(indices)]),
     }
+    if data.token_labels is not None:
+        targets = torch.full((len(indices), length), -100, dtype=torch.long)  # (B, T)
+        for row, i in enumerate(indices):
+            targets[row, : len(data.token_labels[i])] = torch.tensor(data.token_labels[i])
+        batch["labels"] = targets
     if types is not None:
         batch["token_type_ids"] = types
     return batch

@@ -88,8 +88,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     resume = args.resume is not None
     summary = _progress_run(cfg, out, args.overwrite, cfg.algorithm, resume)
     fin = summary["final"]
+    clients = summary["final_clients"].values()
+    metric = "exact match" if all("exact_match" in c for c in clients) else "accuracy"
     print(
-        f"{cfg.algorithm} ({cfg.adapter.variant}) on {cfg.data.task}: mean client accuracy "
+        f"{cfg.algorithm} ({cfg.adapter.variant}) on {cfg.data.task}: mean client {metric} "
         f"{fin['accuracy_mean']:.4f} (weighted {fin['accuracy_weighted']:.4f}, "
         f"worst {fin['accuracy_min']:.4f}), {summary['mb_up']:.3f} MB up; results in {out}"
     )
@@ -206,6 +208,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedsa.adapters import VARIANTS
     from fedsa.algorithms import ALGORITHMS
     from fedsa.data import TASKS
+    from fedsa.instruct import GENERATION_TASKS
     from fedsa.models import ALIASES
 
     _print_section(
@@ -216,7 +219,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         [(v.name, f"{v.summary}  [{v.paper}]") for v in VARIANTS.values()],
     )
     _print_section(
-        "tasks (data.task):", [(t.name, f"{t.description}  [{t.paper}]") for t in TASKS.values()]
+        "tasks (data.task):",
+        [(t.name, f"{t.description}  [{t.paper}]") for t in TASKS.values()]
+        + [(name, f"(causal LM, exact match) {text}") for name, text in GENERATION_TASKS.items()],
     )
     _print_section(
         "model aliases (model.name; any Hugging Face id or local path also works):",

@@ -29,7 +29,12 @@ class ModelConfig:
     name: str = "tiny-bert"
     """Alias (``minilm``, ``tiny-bert``), Hugging Face model id, or local directory."""
     max_length: int = 128
-    """Tokens per example after truncation (the paper uses 128)."""
+    """Tokens per example after truncation (the paper uses 128; prompt + response for LMs)."""
+    dtype: str = "float32"
+    """Causal LMs: dtype of the frozen base weights, ``float32``, ``bfloat16`` or ``float16``
+    (adapters stay float32). Classifiers always load in float32."""
+    gradient_checkpointing: bool = False
+    """Causal LMs: recompute activations in the backward pass to save memory (large models)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class AdapterConfig:
     dropout: float = 0.05
     """Dropout on the adapter input (LoRA and rsLoRA; VeRA uses it too)."""
     target_modules: tuple[str, ...] = ("query", "value")
-    """Names of the linear layers that get adapters (``q_proj``/``v_proj`` for Llama-style)."""
+    """Names of the linear layers that get adapters. When the default (``query``, ``value``)
+    matches no layer of the model, the architecture's query/value layers are used instead
+    (``q_proj``/``v_proj`` for Llama-style; see ``fedsa.causal_lm.DEFAULT_TARGETS``)."""
     vera_d_initial: float = 0.1
     """Initial value of VeRA's ``lambda_d`` vector."""
 
@@ -55,13 +62,18 @@ class DataConfig:
     """Task, data location and how it is split across clients."""
 
     task: str = "synthetic"
-    """Task id: a GLUE task (``sst2``, ``rte``, ...) or ``synthetic`` (no files needed)."""
+    """Task id: a GLUE task (``sst2``, ``rte``, ...), ``synthetic`` (no files needed), or a
+    generation task for causal LMs (``gsm8k``, ``instruct``, ``arith``)."""
     data_dir: str = ""
     """Folder with ``glue/<TASK>/{train,dev}.tsv``; empty: ``$FEDSA_DATA_DIR``, else the hub."""
     num_clients: int = 3
     """Number of clients the training set is split across."""
+    instruct_path: str = ""
+    """Task ``instruct``: folder holding ``train.jsonl`` and ``test.jsonl`` (fields ``prompt``,
+    ``response``)."""
     partition: str = "dirichlet"
-    """``iid`` or ``dirichlet`` (label skew with concentration ``dirichlet_alpha``)."""
+    """``iid`` or ``dirichlet`` (label skew with concentration ``dirichlet_alpha``; for generation
+    tasks the labels are response-length quartiles, see ``fedsa.instruct``)."""
     dirichlet_alpha: float = 0.5
     """Dirichlet concentration; smaller means more non-IID (the paper uses 0.5)."""
     max_train_examples: int = 0
@@ -128,6 +140,18 @@ class EvalConfig:
     """Whom to evaluate: ``all`` clients, or only the round's ``participants`` (for thousands of
     clients, where evaluating everyone would cost more than the round's training; the summary
     then describes the final round's participants)."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Generation tasks: greedy decoding, exact match of the final answer (``fedsa.generate``)."""
+
+    max_new_tokens: int = 256
+    """Most tokens generated per evaluation prompt (decoding stops earlier at end of turn)."""
+    few_shot: int = 0
+    """Fixed training examples shown as earlier turns before each prompt (the paper: 8)."""
+    batch_size: int = 8
+    """Prompts decoded together (left-padded)."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +233,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     feddpa: FedDPAConfig = field(default_factory=FedDPAConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -255,8 +280,23 @@ def validate(cfg: RunConfig) -> None:
     """Check values that types alone cannot; raise a one-line ConfigError naming the key."""
     from fedsa.adapters import VARIANTS
     from fedsa.algorithms import ALGORITHMS
+    from fedsa.causal_lm import SMOLLM2, TINY_LLAMA
+    from fedsa.data import TASKS
+    from fedsa.instruct import GENERATION_TASKS
 
     _choice("algorithm", cfg.algorithm, ALGORITHMS)
+    _choice("data.task", cfg.data.task, [*TASKS, *GENERATION_TASKS])
+    generative = cfg.data.task in GENERATION_TASKS
+    if generative and cfg.model.name in ("tiny-bert", "minilm"):
+        raise ConfigError(
+            f"data.task = {cfg.data.task!r} needs a causal LM, not {cfg.model.name!r}: set "
+            f"model.name to {SMOLLM2!r}, {TINY_LLAMA!r} or a causal-LM hub id"
+        )
+    if not generative and cfg.model.name in (SMOLLM2, TINY_LLAMA):
+        raise ConfigError(
+            f"model.name = {cfg.model.name!r} is a causal LM: use it with a generation task "
+            f"({', '.join(GENERATION_TASKS)}) or pick a classifier such as 'minilm'"
+        )
     _choice("adapter.variant", cfg.adapter.variant, VARIANTS)
     _choice("device", cfg.device, ("cpu", "cuda", "auto"))
     _choice("precision", cfg.precision, ("fp32", "bf16", "auto"))
@@ -264,6 +304,7 @@ def validate(cfg: RunConfig) -> None:
     _choice("data.partition", cfg.data.partition, ("iid", "dirichlet"))
     _choice("federation.weighting", cfg.federation.weighting, ("examples", "uniform"))
     _choice("optim.name", cfg.optim.name, ("adamw", "sgd"))
+    _choice("model.dtype", cfg.model.dtype, ("float32", "bfloat16", "float16"))
     for key, value in (
         ("model.max_length", cfg.model.max_length),
         ("adapter.r", cfg.adapter.r),
@@ -276,6 +317,8 @@ def validate(cfg: RunConfig) -> None:
         ("optim.lr", cfg.optim.lr),
         ("eval.every", cfg.eval.every),
         ("eval.batch_size", cfg.eval.batch_size),
+        ("generate.max_new_tokens", cfg.generate.max_new_tokens),
+        ("generate.batch_size", cfg.generate.batch_size),
     ):
         _positive(key, value)
     for key, value in (
@@ -288,6 +331,7 @@ def validate(cfg: RunConfig) -> None:
         ("federation.max_update_norm", cfg.federation.max_update_norm),
         ("checkpoint.every", cfg.checkpoint.every),
         ("seed", cfg.seed),
+        ("generate.few_shot", cfg.generate.few_shot),
     ):
         _positive(key, value, allow_zero=True)
     _choice("feddpa.combination", cfg.feddpa.combination, ("instance", "sum"))

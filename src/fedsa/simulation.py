@@ -24,6 +24,7 @@ from fedsa.device import autocast, autocast_dtype
 from fedsa.evaluate import evaluate, summarize
 from fedsa.faults import BAD_UPDATE, LOST_REPLY, TRAIN_ERROR, ClientFailure, FaultPlan, corrupt
 from fedsa.feddpa import evaluate_instance_wise
+from fedsa.generate import evaluate_generation_client
 from fedsa.params import Tensors, nbytes
 from fedsa.prepare import Federation, sample_clients
 from fedsa.results import RunDir
@@ -79,6 +80,8 @@ def evaluate_client(fed: Federation, k: int) -> dict[str, float]:
 
 def _evaluate_client(fed: Federation, k: int) -> dict[str, float]:
     cfg = fed.cfg
+    if fed.generation is not None:  # causal LM: greedy generation, exact match
+        return evaluate_generation_client(fed, k)
     if ALGORITHMS[cfg.algorithm].dual_adapter and cfg.feddpa.combination == "instance":
         return evaluate_instance_wise(
             fed.model,

@@ -67,7 +67,8 @@ def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float)
         },
         "final": {k: v for k, v in ev.items() if k != "clients"},
         "final_clients": ev["clients"],
-        "majority_baseline": majority_baseline(fed),
+        # generation tasks have no class labels (their partition keys are length buckets)
+        **({} if fed.generation else {"majority_baseline": majority_baseline(fed)}),
         "total_bytes_up": final["cum_bytes_up"],
         "total_bytes_down": final["cum_bytes_down"],
         "mb_up": final["cum_bytes_up"] / 1e6,
