@@ -21,7 +21,8 @@ from fedsa.config import load_config
 from fedsa.errors import ConfigError
 from fedsa.params import equal
 from fedsa.prepare import prepare
-from fedsa.simulation import ClientEvent, run, run_rounds
+from fedsa.runner import run
+from fedsa.simulation import ClientEvent, run_rounds
 
 TINY_LLAMA = Path(__file__).parents[1] / "configs" / "tiny-llama.toml"
 EXPECTED = {  # (shared, private, frozen) slots: no head slot exists for a causal LM
@@ -123,7 +124,7 @@ def _smollm2_or_missing() -> None:
 def test_smollm2_loads_and_generates() -> None:
     _smollm2_or_missing()
     from fedsa.causal_lm import load_causal_lm, load_causal_tokenizer
-    from fedsa.instruct import prompt_ids, prompt_text
+    from fedsa.prompting import prompt_ids, prompt_text
 
     tok = load_causal_tokenizer("smollm2-135m")
     model = load_causal_lm("smollm2-135m", 0).eval()

@@ -13,16 +13,15 @@ import torch
 from fedsa.batching import collate
 from fedsa.causal_lm import tiny_llama, tiny_llama_tokenizer
 from fedsa.errors import DataError
-from fedsa.instruct import (
-    InstructExample,
+from fedsa.instruct import InstructExample, load_instruct
+from fedsa.partition import label_skew, partition
+from fedsa.prompting import (
     build_generation,
     encode_instruct,
-    load_instruct,
     prompt_text,
     response_text,
     stop_ids,
 )
-from fedsa.partition import label_skew, partition
 
 CHAT = (
     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}</s>{% endfor %}"

@@ -25,10 +25,11 @@ from fedsa.device import autocast_dtype
 from fedsa.errors import DataError
 from fedsa.feddpa import add_local_adapter, reference_indices, set_mix, training_mix
 from fedsa.generate import Generation
-from fedsa.instruct import InstructData, is_generation_task, load_instruct, prepare_generation
+from fedsa.instruct import InstructData, is_generation_task, load_instruct
 from fedsa.models import load_classifier, load_tokenizer
 from fedsa.params import Tensors, read_from
 from fedsa.partition import eval_shards, partition
+from fedsa.prompting import prepare_generation
 
 log = logging.getLogger(__name__)
 
