@@ -157,3 +157,12 @@ def test_report_carries_an_analysis_line_for_runs_with_snapshots(tmp_path: Path)
     assert line == f"- fedit seed 0: {saved['summary_line']}"
     assert "round 2: mean pairwise cosine A" in line
     assert "A/B analysis" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_missing_baseline_prints_a_dash_not_nan() -> None:
+    import math
+
+    from fedsa.report import format_cell
+
+    assert format_cell({"majority": math.nan}, "majority") == "-"
+    assert format_cell({"majority": 0.5}, "majority") == "0.5000"

@@ -131,6 +131,8 @@ def format_cell(row: dict[str, Any], key: str) -> str:
         return ",".join(str(s) for s in value)
     if key in ("trainable", "shared"):
         return f"{value:,}"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"  # e.g. no majority baseline for generation tasks
     if isinstance(value, float):
         return f"{value:.3f}" if key.startswith("mb_") else f"{value:.4f}"
     return str(value)
