@@ -75,6 +75,24 @@ def split_clients(cfg: RunConfig, task: TaskData) -> tuple[list[list[int]], list
     return train_parts, eval_parts
 
 
+def build_model(cfg: RunConfig, num_labels: int, device: torch.device) -> tuple[torch.nn.Module, Layout]:
+    """The seeded PEFT model and its layout: identical in every process given the same config.
+
+    Needs no data, so a server that holds none (Flower's ServerApp) builds the same initial
+    shared tensors as the clients.
+    """
+    base = load_classifier(cfg.model.name, num_labels, cfg.seed)
+    model = build_peft_model(base, cfg.adapter, cfg.seed)
+    algorithm = ALGORITHMS[cfg.algorithm]
+    if algorithm.dual_adapter:
+        add_local_adapter(model, cfg.adapter, cfg.seed)
+        set_mix(model, *training_mix(cfg.feddpa))
+    model = model.to(device)
+    layout = make_layout(model, VARIANTS[cfg.adapter.variant], algorithm, cfg.federation.share_head)
+    apply_trainable(model, layout)
+    return model, layout
+
+
 def prepare(cfg: RunConfig) -> Federation:
     """Load, split, tokenise and build the model for ``cfg``."""
     device = resolve_device(cfg.device)
@@ -92,15 +110,7 @@ def prepare(cfg: RunConfig) -> Federation:
     train = encode(task.train, tokenizer, cfg.model.max_length)
     dev = encode(task.dev, tokenizer, cfg.model.max_length)
 
-    base = load_classifier(cfg.model.name, task.num_labels, cfg.seed)
-    model = build_peft_model(base, cfg.adapter, cfg.seed)
-    algorithm = ALGORITHMS[cfg.algorithm]
-    if algorithm.dual_adapter:
-        add_local_adapter(model, cfg.adapter, cfg.seed)
-        set_mix(model, *training_mix(cfg.feddpa))
-    model = model.to(device)
-    layout = make_layout(model, VARIANTS[cfg.adapter.variant], algorithm, cfg.federation.share_head)
-    apply_trainable(model, layout)
+    model, layout = build_model(cfg, task.num_labels, device)
     return Federation(
         cfg=cfg,
         task=task,
