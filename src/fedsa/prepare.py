@@ -75,7 +75,9 @@ def split_clients(cfg: RunConfig, task: TaskData) -> tuple[list[list[int]], list
     return train_parts, eval_parts
 
 
-def build_model(cfg: RunConfig, num_labels: int, device: torch.device) -> tuple[torch.nn.Module, Layout]:
+def build_model(
+    cfg: RunConfig, num_labels: int, device: torch.device
+) -> tuple[torch.nn.Module, Layout]:
     """The seeded PEFT model and its layout: identical in every process given the same config.
 
     Needs no data, so a server that holds none (Flower's ServerApp) builds the same initial

@@ -58,6 +58,7 @@ node-timeout = 120.0
 fold-eval = true
 resume = false
 overwrite = false
+poll-interval = 0.2
 """
 
 
@@ -177,11 +178,11 @@ class Daemon:
 
 @dataclass(frozen=True)
 class Tls:
-    """TLS material: the CA that signed the SuperLink's certificate, the certificate and key."""
+    """TLS files: the CA certificate, and on the SuperLink's side its certificate and key."""
 
     ca: Path
-    cert: Path
-    key: Path
+    cert: Path | None = None
+    key: Path | None = None
 
 
 @dataclass
@@ -203,6 +204,8 @@ class Federation:
     tls: Tls | None = None
     supernode_auth: bool = False
     port: int = 0
+    remote: str = ""
+    """``host:port`` of a SuperLink started elsewhere (then only ``run`` and friends apply)."""
     daemons: list[Daemon] = field(default_factory=list)
     nodes: dict[str, Daemon] = field(default_factory=dict)
     superlink: Daemon | None = None
@@ -221,7 +224,7 @@ class Federation:
     @property
     def address(self) -> str:
         """The SuperLink's address (Fleet, Control and ServerApp APIs share one port)."""
-        return f"127.0.0.1:{self.port}"
+        return self.remote or f"127.0.0.1:{self.port}"
 
     def _write_connection(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -247,6 +250,8 @@ class Federation:
     def _tls_args(self) -> list[str]:
         if self.tls is None:
             return ["--insecure"]
+        if self.tls.cert is None or self.tls.key is None:
+            raise FlowerRunError("a SuperLink with TLS needs a certificate and its private key")
         return [
             "--ssl-ca-certfile", str(self.tls.ca),
             "--ssl-certfile", str(self.tls.cert),

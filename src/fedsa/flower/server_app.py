@@ -9,7 +9,7 @@ host; private tensors never leave the sites.
 
 Run config (``flwr run ... --run-config FILE``, written by :mod:`fedsa.flower.launch`):
 ``config-json`` (the resolved fedsa config), ``out-dir``, ``round-timeout``, ``node-timeout``,
-``fold-eval``, ``resume``, ``overwrite``.
+``fold-eval``, ``resume``, ``overwrite``, ``poll-interval``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class Settings:
     fold_eval: bool
     resume: bool
     overwrite: bool
+    poll_s: float
 
     @classmethod
     def from_run_config(cls, rc: dict[str, Any]) -> Settings:
@@ -75,6 +76,7 @@ class Settings:
             fold_eval=bool(rc.get("fold-eval", True)),
             resume=bool(rc.get("resume", False)),
             overwrite=bool(rc.get("overwrite", False)),
+            poll_s=float(rc.get("poll-interval", POLL_S)),
         )
 
 
@@ -83,11 +85,13 @@ def exchange(
     messages: list[Message],
     timeout: float,
     done: Callable[[dict[int, Message]], bool] | None = None,
+    poll_s: float = 0.2,
 ) -> dict[int, Message]:
     """Send messages and collect replies (keyed by sender node) until all are in or ``timeout``.
 
-    Pulls every :data:`POLL_S` seconds rather than ``Grid.send_and_receive``'s fixed 3 s, which
-    alone would add up to 3 s to every round; ``done`` may end the wait early.
+    Pulls every ``poll_s`` seconds (:data:`POLL_S` by default) rather than
+    ``Grid.send_and_receive``'s fixed 3 s, which alone would add up to 3 s to every message
+    wave; ``done`` may end the wait early.
     """
     ids = set(grid.push_messages(messages))
     deadline = time.monotonic() + timeout
@@ -99,7 +103,7 @@ def exchange(
         if done is not None and done(replies):
             break
         if ids:
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
     return replies
 
 
@@ -210,7 +214,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         others = [c for c in rec.client_ids if c not in participants]
         if pending is not None:  # clients not training this round are evaluated on their own
             msgs += [message(nodes[c], "evaluate", shared, cfg, round=t - 1) for c in others]
-        replies = exchange(grid, msgs, s.round_timeout)
+        replies = exchange(grid, msgs, s.round_timeout, poll_s=s.poll_s)
         by_client = {c: replies.get(nodes[c]) for c in rec.client_ids}
         if pending is not None:
             pending["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in msgs[len(participants) :])
@@ -240,7 +244,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
             pending = record
         elif due:
             ev = [message(nodes[c], "evaluate", shared, cfg, round=t) for c in rec.client_ids]
-            replies = exchange(grid, ev, s.round_timeout)
+            replies = exchange(grid, ev, s.round_timeout, poll_s=s.poll_s)
             record["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in ev)
             results = {c: eval_of(replies.get(nodes[c])) for c in rec.client_ids}
             record["client_timing_eval"] = timing_of({c: replies.get(nodes[c]) for c in nodes})
