@@ -111,8 +111,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
         ip = statistics.mean(r["in_process"]["round_s"])
         b, a = r["before"]["per_round_s"], r["after"]["per_round_s"]
         lines.append(
-            f"| `{Path(r['config']).name}` | {r['rounds']} | {r['load_before']} -> {r['load_after']}"
-            f" | {ip:.2f} | {b:.1f} | {a:.1f} | {b - ip:.1f} | {a - ip:.1f} |"
+            f"| `{Path(r['config']).name}` | {r['rounds']} | "
+            f"{r['load_before']} -> {r['load_after']} | {ip:.2f} | {b:.1f} | {a:.1f} | "
+            f"{b - ip:.1f} | {a - ip:.1f} |"
         )
     lines += [
         "",
@@ -128,7 +129,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| `{Path(r['config']).name}` | {r['superlink_start_s']:.1f} | "
             f"{r['nodes_started_s']:.1f} | {r['in_process']['prepare_s']:.1f} | "
-            f"{r['after']['discovery_s']:.1f} | {r['after']['command_s']:.1f} | {r['stop_s']:.1f} | "
+            f"{r['after']['discovery_s']:.1f} | {r['after']['command_s']:.1f} | "
+            f"{r['stop_s']:.1f} | "
             f"{m['startup-s']:.1f} | {m['prepare-s']:.1f} | {m['work-s']:.1f} |"
         )
     return "\n".join(lines) + "\n"

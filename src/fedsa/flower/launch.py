@@ -194,6 +194,8 @@ class Node:
     data_dir: str = ""
     auth_key: Path | None = None
     """Private key (``ssh-keygen -t ecdsa``) for SuperNode authentication."""
+    max_retries: int = 30
+    """Connection attempts before the SuperNode gives up."""
 
 
 @dataclass
@@ -283,7 +285,8 @@ class Federation:
         if node.data_dir:
             conf += f' data-dir="{node.data_dir}"'
         argv = [bin_path("flower-supernode"), "--superlink", self.address]
-        argv += ["--port", str(free_port()), "--node-config", conf, "--max-retries", "30"]
+        argv += ["--port", str(free_port()), "--node-config", conf]
+        argv += ["--max-retries", str(node.max_retries)]
         if self.tls is None:
             argv.append("--insecure")
         else:
