@@ -27,6 +27,8 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("flwr is required under CI=true: pip install 'fedsa[flower]'") from None
     pytest.skip("flwr is not installed: pip install 'fedsa[flower]'", allow_module_level=True)
 
+from flwr.app import Error, Message, MetricRecord, RecordDict  # noqa: E402
+
 from fedsa.flower.codec import experiment_key  # noqa: E402
 from fedsa.flower.launch import Federation, FlowerRunError, Node, _alive  # noqa: E402
 from fedsa.flower.state import state_path  # noqa: E402
@@ -257,6 +259,100 @@ def test_tls_and_supernode_auth(tmp_path: Path) -> None:
     finally:
         track(fed)
         fed.stop()
+
+
+class _Reply:
+    """What screen_reply reads of a reply (a real Message needs a running Flower app)."""
+
+    def __init__(self, content: dict[str, object], error: str = "") -> None:
+        self.content = RecordDict(content)  # type: ignore[arg-type]
+        self.error = Error(code=2, reason=error)
+
+    def has_error(self) -> bool:
+        return bool(self.error.reason)
+
+
+def _reply(content: dict[str, object], error: str = "") -> Message:
+    return _Reply(content, error)  # type: ignore[return-value]
+
+
+def _good_upload() -> dict[str, torch.Tensor]:
+    return {"a.lora_A": torch.ones(2, 3), "b.lora_A": torch.zeros(2, 3)}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"upload": {"a.lora_A": torch.ones(2, 3)}}, "wrong keys"),
+        ({"upload": {**_good_upload(), "a.lora_A": torch.ones(3, 2)}}, "expected (2, 3)"),
+        (
+            {"upload": {**_good_upload(), "a.lora_A": torch.ones(2, 3, dtype=torch.float64)}},
+            "float64",
+        ),
+        ({"upload": {**_good_upload(), "b.lora_A": torch.full((2, 3), float("nan"))}}, "NaN"),
+        ({"n": 0}, "num-examples"),
+        ({"n": 2.5}, "num-examples"),
+        ({"loss": float("inf")}, "train-loss"),
+        ({"drop": "train"}, "lacks"),
+        ({"none": True}, "no reply"),
+        ({"error": "ValueError: boom"}, "client error 2: ValueError: boom"),
+    ],
+)
+def test_screen_reply_rejects_bad_replies(change: dict[str, object], reason: str) -> None:
+    from fedsa.flower.codec import to_record
+    from fedsa.flower.screen import Accepted, screen_reply
+
+    reference = _good_upload()
+    upload = change.get("upload", reference)
+    train = MetricRecord(
+        {"num-examples": change.get("n", 7), "train-loss": change.get("loss", 0.5)}
+    )
+    content: dict[str, object] = {"upload": to_record(upload), "train": train}  # type: ignore[arg-type]
+    content.pop(str(change.get("drop", "")), None)
+    reply = None if change.get("none") else _reply(content, str(change.get("error", "")))
+    verdict = screen_reply(reply, reference, "3")
+    assert isinstance(verdict, str) and reason in verdict, verdict
+    good = screen_reply(
+        _reply(
+            {
+                "upload": to_record(reference),
+                "train": MetricRecord({"num-examples": 7, "train-loss": 0.5}),
+            }
+        ),
+        reference,
+        "3",
+    )
+    assert isinstance(good, Accepted) and good.num_examples == 7
+    assert good.record_bytes > good.payload_bytes == 2 * 6 * 4
+
+
+def test_only_the_flower_package_imports_flwr() -> None:
+    src = Path(__file__).resolve().parents[1] / "src" / "fedsa"
+    offenders = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if "flower" not in p.relative_to(src).parts
+        and any(
+            line.lstrip().startswith(("import flwr", "from flwr"))
+            for line in p.read_text().splitlines()
+        )
+    ]
+    assert offenders == []
+
+
+def test_cli_bundle_and_node_count_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedsa.cli import main
+
+    assert main(["flower", "bundle", str(tmp_path / "app")]) == 0
+    text = (tmp_path / "app" / "pyproject.toml").read_text()
+    assert 'clientapp = "fedsa.flower.client_app:app"' in text
+    assert 'serverapp = "fedsa.flower.server_app:app"' in text
+    code = main(["flower", "local", str(TINY), "--nodes", "2", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "--nodes 2 but the config has data.num_clients=3" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def flwr_processes() -> list[int]:
