@@ -138,11 +138,11 @@ def train(msg: Message, context: Context) -> Message:
     current private state, which is exactly the previous round's personalised evaluation: the
     server then needs no separate evaluate message for this client.
     """
+    age, start = process_age(), time.perf_counter()
     from fedsa.client import client_round, client_seed
     from fedsa.flower.codec import to_record
     from fedsa.flower.state import store_private
 
-    age, start = process_age(), time.perf_counter()
     site = _Site(msg, context)
     ready = time.perf_counter()
     fed = site.fed
