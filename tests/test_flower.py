@@ -149,7 +149,7 @@ def test_supernode_restart_continues_private_state(insecure: Federation) -> None
 def test_failing_server_app_fails_the_command(insecure: Federation) -> None:
     """A ServerApp that raises (no client can serve client-id 5) ends with its reason."""
     cfg = load_config(TINY, ["data.num_clients=6", "federation.rounds=1"])
-    with pytest.raises(FlowerRunError, match="finished:failed|did not connect"):
+    with pytest.raises(FlowerRunError, match=r"finished:failed:\nreason: .*did not connect"):
         insecure.run(run_config(cfg, insecure.workdir / "run-bad", **{"node-timeout": 5.0}), 120)
     track(insecure)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -97,6 +98,9 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception): ")
 
 
 class FlowerRunError(FedsaError):
@@ -361,13 +365,16 @@ class Federation:
             return {}
         return dict(runs[0]) if runs else {}
 
-    def run_log(self, run_id: str, lines: int = 40) -> str:
-        """The end of the run's ServerApp log as the SuperLink keeps it."""
+    def run_log(self, run_id: str, lines: int = 25) -> str:
+        """The ServerApp's error (its last exception line) first, then the end of its log."""
         done = self.flwr("log", run_id, "fedsa", "--show", timeout=30)
-        text = (done.stdout + done.stderr).strip() or (
-            self.superlink.tail() if self.superlink else ""
-        )
-        return "\n".join(text.splitlines()[-lines:])
+        text = (done.stdout + done.stderr).strip()
+        if not text and self.superlink is not None:
+            text = self.superlink.tail()
+        kept = [ln for ln in text.splitlines() if "HTTP Request:" not in ln]
+        errors = [ln for ln in kept if _EXCEPTION.match(ln)]
+        head = f"reason: {errors[-1]}\n" if errors else ""
+        return head + "\n".join(kept[-lines:])
 
     def stop(self) -> None:
         """Stop every daemon started here (SuperNodes first)."""

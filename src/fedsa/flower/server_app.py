@@ -258,6 +258,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
 def main(grid: Grid, context: Context) -> None:
     """Flower entry point: parse the run config and run every round."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Flower API call
     settings = Settings.from_run_config(dict(context.run_config))
     summary = run_federation(grid, settings)
     log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])
