@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
 
 from fedsa.config import RunConfig, load_config
 
@@ -36,6 +35,7 @@ from fedsa.prepare import prepare  # noqa: E402
 from fedsa.simulation import run_rounds  # noqa: E402
 from fedsa.store import load_tensors  # noqa: E402
 
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
 CLIENTS = ("0", "1", "2")
 STARTED: list[int] = []  # process ids of every daemon and descendant these tests started
 HOMES: list[Path] = []  # FLWR_HOME folders of the federations started here
