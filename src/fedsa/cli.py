@@ -230,6 +230,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flower(args: argparse.Namespace) -> int:
+    """``fedsa flower ...``: the Flower backend (module loaded only when used)."""
+    from fedsa.flower.cli import main as flower_main
+
+    return flower_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     p = argparse.ArgumentParser(prog="fedsa", description=__doc__.splitlines()[0])
@@ -273,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--rounds", default=None, help="comma-separated rounds (default: all saved)")
     a.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
     a.set_defaults(func=cmd_analyze)
+
+    fl = sub.add_parser(
+        "flower",
+        help="run on Flower's Deployment Engine (needs fedsa[flower])",
+        description="fedsa flower COMMAND ...: local, run, superlink, supernode, register, "
+        "bundle; `fedsa flower COMMAND -h` for its options (docs/deployment.md)",
+    )
+    fl.add_argument("args", nargs=argparse.REMAINDER, help="COMMAND and its arguments")
+    fl.set_defaults(func=cmd_flower)
     return p
 
 

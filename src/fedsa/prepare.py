@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from peft import TaskType
+from transformers import PreTrainedModel
 
 from fedsa.adapters import VARIANTS, Layout, apply_trainable, build_peft_model, make_layout
 from fedsa.algorithms import ALGORITHMS
 from fedsa.batching import Encoded
 from fedsa.cache import encode_split
-from fedsa.causal_lm import resolve_target_modules
+from fedsa.causal_lm import load_causal_lm, resolve_target_modules
 from fedsa.config import RunConfig
 from fedsa.data import TaskData, load_task, resolve_data_dir
 from fedsa.device import autocast_dtype
@@ -87,6 +88,42 @@ def split_clients(
     return train_parts, eval_parts
 
 
+def build_model(
+    cfg: RunConfig, num_labels: int, device: torch.device, base: PreTrainedModel | None = None
+) -> tuple[torch.nn.Module, Layout]:
+    """The seeded PEFT model and its layout: identical in every process given the same config.
+
+    Needs no data, so a server that holds none (Flower's ServerApp) builds the same initial
+    shared tensors as the clients.
+
+    Args:
+        cfg: the run configuration.
+        num_labels: classes of a classification task (ignored for generation tasks).
+        device: where the model goes.
+        base: an already loaded base model (None: load it from ``cfg.model.name``).
+    """
+    generation = is_generation_task(cfg.data.task)
+    if base is None:
+        if generation:
+            base = load_causal_lm(
+                cfg.model.name, cfg.seed, cfg.model.dtype, cfg.model.gradient_checkpointing
+            )
+        else:
+            base = load_classifier(cfg.model.name, num_labels, cfg.seed)
+    task_type = TaskType.CAUSAL_LM if generation else TaskType.SEQ_CLS
+    targets = resolve_target_modules(base, cfg.adapter.target_modules)
+    adapter = dataclasses.replace(cfg.adapter, target_modules=targets)
+    model = build_peft_model(base, adapter, cfg.seed, task_type)
+    algorithm = ALGORITHMS[cfg.algorithm]
+    if algorithm.dual_adapter:
+        add_local_adapter(model, adapter, cfg.seed)
+        set_mix(model, *training_mix(cfg.feddpa))
+    model = model.to(device)
+    layout = make_layout(model, VARIANTS[cfg.adapter.variant], algorithm, cfg.federation.share_head)
+    apply_trainable(model, layout)
+    return model, layout
+
+
 def prepare(cfg: RunConfig) -> Federation:
     """Load, split, tokenise and build the model for ``cfg``."""
     device = resolve_device(cfg.device)
@@ -110,25 +147,14 @@ def prepare(cfg: RunConfig) -> Federation:
     )
     client_train, client_eval = split_clients(cfg, task)
     generation = None
+    base = None
     if isinstance(task, InstructData):
         train, dev, generation, base = prepare_generation(cfg, task)
-        task_type = TaskType.CAUSAL_LM
     else:
         tokenizer = load_tokenizer(cfg.model.name)
         train = encode_split(task.train, tokenizer, cfg, "train")
         dev = encode_split(task.dev, tokenizer, cfg, "dev")
-        base = load_classifier(cfg.model.name, task.num_labels, cfg.seed)
-        task_type = TaskType.SEQ_CLS
-    targets = resolve_target_modules(base, cfg.adapter.target_modules)
-    adapter = dataclasses.replace(cfg.adapter, target_modules=targets)
-    model = build_peft_model(base, adapter, cfg.seed, task_type)
-    algorithm = ALGORITHMS[cfg.algorithm]
-    if algorithm.dual_adapter:
-        add_local_adapter(model, adapter, cfg.seed)
-        set_mix(model, *training_mix(cfg.feddpa))
-    model = model.to(device)
-    layout = make_layout(model, VARIANTS[cfg.adapter.variant], algorithm, cfg.federation.share_head)
-    apply_trainable(model, layout)
+    model, layout = build_model(cfg, task.num_labels, device, base)
     return Federation(
         cfg=cfg,
         task=task,

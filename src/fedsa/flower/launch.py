@@ -1,0 +1,393 @@
+"""Start and stop Flower daemons, submit a run and wait for it: the loopback trial and tests.
+
+No ``flwr`` import here: everything goes through Flower's own commands (``flower-superlink``,
+``flower-supernode``, ``flwr``) started with :func:`fedsa.flower.flower_env`, so the settings that
+keep Flower from reaching outside are always set. Daemons start in their own session and are
+stopped by process group (each spawns a ``flower-superexec`` child), and every run is bounded by a
+timeout: a ServerApp that fails or hangs makes :meth:`Federation.run` raise with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsa.errors import FedsaError
+from fedsa.flower import flower_env
+
+APP_PYPROJECT = """\
+# Thin Flower app bundle: the components live in the installed fedsa package.
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "fedsa-flower"
+version = "0.1.0"
+description = "fedsa on Flower: FedSA-LoRA and baselines"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "fedsa"
+
+[tool.flwr.app.components]
+serverapp = "fedsa.flower.server_app:app"
+clientapp = "fedsa.flower.client_app:app"
+
+[tool.flwr.app.config]
+config-json = ""
+out-dir = ""
+round-timeout = 600.0
+node-timeout = 120.0
+fold-eval = true
+resume = false
+overwrite = false
+poll-interval = 0.2
+"""
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception): ")
+
+
+class FlowerRunError(FedsaError):
+    """A Flower run failed, timed out, or a daemon did not come up."""
+
+
+def bin_path(name: str) -> str:
+    """A Flower command next to this Python (the venv's), else from ``PATH``."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if found is None:
+        raise FlowerRunError(
+            f"{name} not found: install the extra with pip install 'fedsa[flower]'"
+        )
+    return found
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_app_bundle(directory: Path) -> Path:
+    """Write the thin app bundle (a ``pyproject.toml`` only) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+    return directory
+
+
+@dataclass
+class Daemon:
+    """A Flower daemon in its own session; ``stop`` ends its whole process group."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(cls, name: str, argv: list[str], env: dict[str, str], log: Path) -> Daemon:
+        """Start ``argv`` with output to ``log``, in a new session (its own process group)."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(
+                argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        return cls(name, proc, log)
+
+    def alive(self) -> bool:
+        """Whether the daemon's main process still runs."""
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group and every descendant, then SIGKILL what is left.
+
+        Descendants are collected first because Flower starts some children in sessions of their
+        own (the SuperLink's ``flower-superexec``), out of reach of the group signal.
+        """
+        tree = [self.proc.pid, *descendants(self.proc.pid)]
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        for pid in tree[1:]:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in tree):
+            self.proc.poll()  # reap the leader so it does not linger as a zombie
+            time.sleep(0.1)
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        for pid in tree:
+            _signal(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5.0)
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of the daemon's log, for error messages."""
+        text = self.log.read_text("utf-8", errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS files: the CA certificate, and on the SuperLink's side its certificate and key."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass
+class Node:
+    """One SuperNode's settings."""
+
+    client_id: str
+    state_dir: Path
+    data_dir: str = ""
+    auth_key: Path | None = None
+    """Private key (``ssh-keygen -t ecdsa``) for SuperNode authentication."""
+    max_retries: int = 30
+    """Connection attempts before the SuperNode gives up."""
+
+
+@dataclass
+class Federation:
+    """A SuperLink and its SuperNodes on this host, plus the ``flwr`` connection to them."""
+
+    workdir: Path
+    tls: Tls | None = None
+    supernode_auth: bool = False
+    port: int = 0
+    remote: str = ""
+    """``host:port`` of a SuperLink started elsewhere (then only ``run`` and friends apply)."""
+    daemons: list[Daemon] = field(default_factory=list)
+    nodes: dict[str, Daemon] = field(default_factory=dict)
+    superlink: Daemon | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.home = self.workdir / "flwr-home"
+        self.env = flower_env(self.home)
+        # the daemons start their own children (flower-superexec, flwr-clientapp) from PATH
+        bindir = str(Path(sys.executable).parent)
+        self.env["PATH"] = os.pathsep.join([bindir, self.env.get("PATH", "")])
+        self.port = self.port or free_port()
+        self.app = write_app_bundle(self.workdir / "app")
+        self._write_connection()
+
+    @property
+    def address(self) -> str:
+        """The SuperLink's address (Fleet, Control and ServerApp APIs share one port)."""
+        return self.remote or f"127.0.0.1:{self.port}"
+
+    def _write_connection(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        lines = ["[superlink]", 'default = "fedsa"', "", "[superlink.fedsa]"]
+        lines.append(f'address = "{self.address}"')
+        if self.tls is None:
+            lines.append("insecure = true")
+        else:
+            lines.append(f'root-certificates = "{self.tls.ca}"')
+        (self.home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def start_superlink(self, timeout: float = 60.0) -> None:
+        """Start the SuperLink and wait until its health endpoint answers."""
+        argv = [bin_path("flower-superlink"), "--disable-runtime-dependency-installation"]
+        argv += ["--port", str(self.port), "--database", str(self.workdir / "superlink.db")]
+        argv += self._tls_args()
+        if self.supernode_auth:
+            argv.append("--enable-supernode-auth")
+        self.superlink = Daemon.start("superlink", argv, self.env, self.workdir / "superlink.log")
+        self.daemons.append(self.superlink)
+        self._wait_health(timeout)
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--insecure"]
+        if self.tls.cert is None or self.tls.key is None:
+            raise FlowerRunError("a SuperLink with TLS needs a certificate and its private key")
+        return [
+            "--ssl-ca-certfile", str(self.tls.ca),
+            "--ssl-certfile", str(self.tls.cert),
+            "--ssl-keyfile", str(self.tls.key),
+        ]  # fmt: skip
+
+    def _wait_health(self, timeout: float) -> None:
+        scheme = "http" if self.tls is None else "https"
+        ctx = None if self.tls is None else ssl.create_default_context(cafile=str(self.tls.ca))
+        deadline = time.monotonic() + timeout
+        assert self.superlink is not None
+        while time.monotonic() < deadline:
+            if not self.superlink.alive():
+                raise FlowerRunError(f"SuperLink exited at start:\n{self.superlink.tail()}")
+            try:
+                with urllib.request.urlopen(
+                    f"{scheme}://{self.address}/health", timeout=2, context=ctx
+                ):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise FlowerRunError(
+            f"SuperLink not healthy after {timeout:.0f}s:\n{self.superlink.tail()}"
+        )
+
+    def start_node(self, node: Node) -> Daemon:
+        """Start one SuperNode serving ``node.client_id``."""
+        conf = f'client-id={node.client_id} state-dir="{node.state_dir}"'
+        if node.data_dir:
+            conf += f' data-dir="{node.data_dir}"'
+        argv = [bin_path("flower-supernode"), "--superlink", self.address]
+        argv += ["--port", str(free_port()), "--node-config", conf]
+        argv += ["--max-retries", str(node.max_retries)]
+        if self.tls is None:
+            argv.append("--insecure")
+        else:
+            argv += ["--root-certificates", str(self.tls.ca)]
+        if node.auth_key is not None:
+            argv += ["--auth-supernode-private-key", str(node.auth_key)]
+        log = self.workdir / f"supernode-{node.client_id}.log"
+        daemon = Daemon.start(f"supernode-{node.client_id}", argv, self.env, log)
+        self.daemons.append(daemon)
+        self.nodes[node.client_id] = daemon
+        return daemon
+
+    def stop_node(self, client_id: str) -> None:
+        """Stop one SuperNode (its process group)."""
+        self.nodes.pop(client_id).stop()
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a ``flwr`` CLI command against this federation's connection."""
+        return subprocess.run(
+            [bin_path("flwr"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workdir,
+            check=False,
+        )
+
+    def register_node(self, public_key: Path) -> None:
+        """Register a SuperNode's public key with the SuperLink (SuperNode authentication)."""
+        done = self.flwr("supernode", "register", str(public_key), "fedsa")
+        if done.returncode != 0:
+            raise FlowerRunError(f"flwr supernode register failed: {done.stdout}{done.stderr}")
+
+    def run(self, run_config: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Submit a run, wait for it to finish, and return its ``flwr ls`` entry.
+
+        Raises:
+            FlowerRunError: the run did not complete (the ServerApp failed or was stopped, with
+                the end of its log), or it exceeded ``timeout`` seconds (it is then stopped).
+        """
+        from fedsa.flower.runconfig import write_run_config
+
+        rc_file = write_run_config(self.workdir / "run-config.toml", run_config)
+        done = self.flwr(
+            "run", str(self.app), "fedsa", "--run-config", str(rc_file), "--format", "json"
+        )
+        if done.returncode != 0:
+            raise FlowerRunError(f"flwr run failed: {done.stdout.strip()} {done.stderr.strip()}")
+        run_id = str(json.loads(done.stdout)["run-id"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.run_info(run_id)
+            status = str(info.get("status", ""))
+            if status.startswith("finished"):
+                if status != "finished:completed":
+                    raise FlowerRunError(f"run {run_id} {status}:\n{self.run_log(run_id)}")
+                return info
+            time.sleep(1.0)
+        self.flwr("stop", run_id, "fedsa")
+        raise FlowerRunError(
+            f"run {run_id} did not finish within {timeout:.0f}s and was stopped:\n"
+            f"{self.run_log(run_id)}"
+        )
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        """The run's entry from ``flwr ls --run-id ID --format json`` (empty if unreadable)."""
+        done = self.flwr("ls", "fedsa", "--run-id", run_id, "--format", "json")
+        try:
+            runs = json.loads(done.stdout).get("runs", [])
+        except json.JSONDecodeError:
+            return {}
+        return dict(runs[0]) if runs else {}
+
+    def run_log(self, run_id: str, lines: int = 25) -> str:
+        """The ServerApp's error (its last exception line) first, then the end of its log."""
+        done = self.flwr("log", run_id, "fedsa", "--show", timeout=30)
+        text = (done.stdout + done.stderr).strip()
+        if not text and self.superlink is not None:
+            text = self.superlink.tail()
+        kept = [ln for ln in text.splitlines() if "HTTP Request:" not in ln]
+        errors = [ln for ln in kept if _EXCEPTION.match(ln)]
+        head = f"reason: {errors[-1]}\n" if errors else ""
+        return head + "\n".join(kept[-lines:])
+
+    def stop(self) -> None:
+        """Stop every daemon started here (SuperNodes first)."""
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+        self.nodes.clear()
+
+    def pids(self) -> list[int]:
+        """Process-group ids of every daemon started here (to check none is left)."""
+        return [d.proc.pid for d in self.daemons]
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

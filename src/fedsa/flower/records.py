@@ -1,0 +1,186 @@
+"""The ServerApp's bookkeeping: RUN_DIR, resume, per-round records and the summary.
+
+Writes the same layout and record keys as the in-process engine (:mod:`fedsa.results`,
+:func:`fedsa.simulation.build_summary`), plus what only a network run has: ``rejected`` (client ->
+reason), ``payload_bytes_up`` (tensor bytes, comparable to the in-process ``bytes_up``) and
+``bytes_down_eval``. ``bytes_up``/``bytes_down`` here are the ArrayRecords actually sent, as
+Flower counts them (``.npy`` data with headers, plus key names).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import Message
+from safetensors import safe_open
+
+from fedsa.algorithms import ALGORITHMS
+from fedsa.config import RunConfig, config_from_dict
+from fedsa.data import TASKS
+from fedsa.errors import ConfigError
+from fedsa.flower.codec import experiment_key, record_bytes
+from fedsa.flower.screen import Accepted
+from fedsa.params import Tensors, numel, read_from
+from fedsa.prepare import build_model, sample_clients
+from fedsa.results import RunDir, read_metrics
+from fedsa.store import load_tensors, save_tensors
+
+
+class RunRecorder:
+    """One run's server state that outlives a round: RUN_DIR, history, byte totals."""
+
+    def __init__(self, cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
+        """Build the initial shared tensors from the seeded model; open or resume ``out``."""
+        if ALGORITHMS[cfg.algorithm].pooled:
+            raise ConfigError(
+                f"algorithm {cfg.algorithm!r} pools all data in one place: run it with `fedsa run`"
+            )
+        self.cfg = cfg
+        self.out = Path(out)
+        self.client_ids = [str(k) for k in range(cfg.data.num_clients)]
+        labels = TASKS[cfg.data.task].num_labels if cfg.data.task in TASKS else 0
+        model, layout = build_model(cfg, labels, torch.device("cpu"))
+        self.shared: Tensors = read_from(model, layout.shared)
+        self.params = {
+            "trainable": numel(self.shared) + numel(read_from(model, layout.private)),
+            "shared": numel(self.shared),
+            "private": numel(read_from(model, layout.private)),
+            "frozen_adapter": numel(read_from(model, layout.frozen)),
+        }
+        del model
+        self.history: list[dict[str, Any]] = []
+        self.sizes: dict[str, int] = {}
+        self.next_round = 1
+        self.cum_up = self.cum_down = 0
+        self._starts: dict[int, float] = {}
+        self.discovery_s = 0.0
+        self._t0 = time.perf_counter()
+        if resume and (self.out / "global.safetensors").exists():
+            self._resume()
+        else:
+            self.run_dir = RunDir(self.out, overwrite=overwrite)
+        self.run_dir.write_config(cfg.to_dict())
+
+    def _resume(self) -> None:
+        saved = config_from_dict(json.loads((self.out / "config.json").read_text("utf-8")))
+        if experiment_key(saved) != experiment_key(self.cfg):
+            raise ConfigError(
+                f"resume: {self.out} holds a run of another experiment (only federation.rounds, "
+                "eval and analysis may change): choose another out-dir or drop resume"
+            )
+        path = self.out / "global.safetensors"
+        with safe_open(str(path), framework="pt") as fh:
+            done = int((fh.metadata() or {}).get("round", "0"))
+        self.shared = load_tensors(path)
+        old = [r for r in read_metrics(self.out) if r["round"] <= done]
+        self.run_dir = RunDir(self.out, overwrite=True)
+        for record in old:
+            self.run_dir.append_metrics(record)
+        self.history = old
+        if old:
+            self.cum_up, self.cum_down = old[-1]["cum_bytes_up"], old[-1]["cum_bytes_down"]
+        self.next_round = done + 1
+
+    def sample(self, t: int) -> list[str]:
+        """Round ``t``'s participants, drawn exactly as the in-process engine draws them."""
+        fed = self.cfg.federation
+        return sample_clients(self.client_ids, fed.clients_per_round, self.cfg.seed, t)
+
+    def weight(self, num_examples: int) -> float:
+        """A client's aggregation weight from its reported example count."""
+        return float(num_examples) if self.cfg.federation.weighting == "examples" else 1.0
+
+    @staticmethod
+    def sent_bytes(msg: Message) -> int:
+        """Bytes of the shared tensors' ArrayRecord in an instruction message."""
+        return record_bytes(msg.content.array_records["shared"])
+
+    def round_record(
+        self,
+        t: int,
+        participants: list[str],
+        accepted: dict[str, Accepted],
+        rejected: dict[str, str],
+        train_msgs: list[Message],
+        start: float,
+    ) -> dict[str, Any]:
+        """The in-process engine's round record from screened replies (eval added later)."""
+        self._starts[t] = start
+        up = {c: a.record_bytes for c, a in accepted.items()}
+        down = {c: self.sent_bytes(m) for c, m in zip(participants, train_msgs, strict=False)}
+        losses = {c: a.train_loss for c, a in accepted.items()}
+        self.sizes.update({c: a.num_examples for c, a in accepted.items()})
+        record: dict[str, Any] = {
+            "round": t,
+            "participants": participants,
+            "bytes_up": sum(up.values()),
+            "bytes_down": sum(down.values()),
+            "bytes_up_per_client": up,
+            "bytes_down_per_client": down,
+            "payload_bytes_up": sum(a.payload_bytes for a in accepted.values()),
+            "train_loss": sum(losses.values()) / len(losses),
+            "train_loss_per_client": losses,
+            "rejected": rejected,
+        }
+        self.cum_up += record["bytes_up"]
+        self.cum_down += record["bytes_down"]
+        record["cum_bytes_up"], record["cum_bytes_down"] = self.cum_up, self.cum_down
+        record["wall_s"] = time.perf_counter() - start
+        return record
+
+    def save_global(self, shared: Tensors, t: int) -> None:
+        """Keep the global tensors after round ``t`` (a later run can resume from them)."""
+        save_tensors(self.out / "global.safetensors", shared, {"round": str(t)})
+
+    def finish(self, record: dict[str, Any], ev: dict[str, Any] | None, *, folded: bool) -> None:
+        """Attach the evaluation (if any), time the round, append the record to metrics.jsonl.
+
+        A round whose evaluation rode on the next round's train replies (``folded``) keeps the
+        wall time of its training and aggregation; otherwise the evaluation is included.
+        """
+        if ev is not None:
+            record["eval"] = ev
+            if folded:
+                record["eval_folded"] = True
+            else:
+                record["wall_s"] = time.perf_counter() - self._starts[record["round"]]
+        self.history.append(record)
+        self.run_dir.append_metrics(record)
+
+    def close(self, shared: Tensors) -> dict[str, Any]:
+        """Write ``global.safetensors`` and ``summary.json``; return the summary."""
+        final = self.history[-1]
+        self.save_global(shared, final["round"])
+        ev = final["eval"]
+        majority = ev["majority_per_client"]
+        summary = {
+            "engine": "flower",
+            "algorithm": self.cfg.algorithm,
+            "variant": self.cfg.adapter.variant,
+            "task": self.cfg.data.task,
+            "model": self.cfg.model.name,
+            "seed": self.cfg.seed,
+            "rounds": final["round"],
+            "num_clients": len(self.client_ids),
+            "client_train_sizes": dict(sorted(self.sizes.items(), key=lambda x: int(x[0]))),
+            "client_eval_sizes": {c: int(m["n"]) for c, m in ev["clients"].items()},
+            "final": {
+                k: v for k, v in ev.items() if k not in ("clients", "majority_per_client", "failed")
+            },
+            "final_clients": ev["clients"],
+            "majority_baseline": sum(majority.values()) / len(majority),
+            "total_bytes_up": final["cum_bytes_up"],
+            "total_bytes_down": final["cum_bytes_down"],
+            "mb_up": final["cum_bytes_up"] / 1e6,
+            "mb_down": final["cum_bytes_down"] / 1e6,
+            "params": self.params,
+            "wall_s": time.perf_counter() - self._t0,
+            "discovery_s": self.discovery_s,
+            "config_sha256": self.cfg.sha256(),
+        }
+        self.run_dir.write_summary(summary)
+        return summary

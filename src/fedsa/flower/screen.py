@@ -1,0 +1,72 @@
+"""Server-side screening of train replies: one function that accepts or rejects each reply.
+
+Everything a remote client sends is checked before it can reach the average: the reply must have
+arrived, carry no error, hold exactly the expected shared tensors (names, shapes, dtypes, finite
+values, by :func:`fedsa.aggregate.validate_update`) and a positive finite example count. A bad
+reply is dropped with a reason that the round's metrics record keeps (``rejected``). Kept in one
+function so that a shared screening policy can replace it in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from flwr.app import Message
+
+from fedsa.aggregate import validate_update
+from fedsa.errors import UpdateError
+from fedsa.flower.codec import from_record, record_bytes
+from fedsa.params import Tensors, nbytes
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A train reply that passed screening."""
+
+    upload: Tensors
+    num_examples: int
+    train_loss: float
+    record_bytes: int
+    """Bytes of the received ArrayRecord as Flower counts them (what crossed the network)."""
+    payload_bytes: int
+    """Bytes of tensor data alone (``numel x element size``, as the in-process engine counts)."""
+
+
+def screen_reply(reply: Message | None, reference: Tensors, client: str) -> Accepted | str:
+    """Parse and check one client's train reply; the reason as a string if it is rejected.
+
+    Args:
+        reply: the reply message, None when none arrived within the round timeout.
+        reference: the global shared tensors the client was sent (expected names/shapes/dtypes).
+        client: the client id, for the reason text.
+    """
+    if reply is None:
+        return "no reply within the round timeout"
+    if reply.has_error():
+        return f"client error {reply.error.code}: {(reply.error.reason or '').strip()[-300:]}"
+    content = reply.content
+    if "upload" not in content.array_records or "train" not in content.metric_records:
+        return "reply lacks the 'upload' ArrayRecord or the 'train' MetricRecord"
+    try:
+        upload = from_record(content.array_records["upload"])
+    except (TypeError, ValueError) as exc:
+        return f"upload cannot be decoded: {exc}"
+    train = content.metric_records["train"]
+    n = train.get("num-examples")
+    loss = train.get("train-loss")
+    if not isinstance(n, int) or n <= 0:
+        return f"num-examples must be a positive integer, got {n!r}"
+    if not isinstance(loss, float | int) or not math.isfinite(loss):
+        return f"train-loss must be a finite number, got {loss!r}"
+    try:
+        validate_update(upload, reference, client=client)
+    except UpdateError as exc:
+        return str(exc)
+    return Accepted(
+        upload=upload,
+        num_examples=n,
+        train_loss=float(loss),
+        record_bytes=record_bytes(content.array_records["upload"]),
+        payload_bytes=nbytes(upload),
+    )

@@ -1,0 +1,264 @@
+"""The Flower ServerApp: the in-process round loop's server half over Flower messages.
+
+sample -> send train messages -> screen replies -> :func:`fedsa.aggregate.weighted_mean` ->
+evaluate -> record. The server holds no data: it builds the seeded model only to know the initial
+shared tensors (the same ones every client builds), and takes example counts, losses and
+personalised metrics from the clients' replies. It writes the in-process engine's RUN_DIR layout
+(``config.json``, ``metrics.jsonl``, ``summary.json``, ``global.safetensors``) on the SuperLink's
+host; private tensors never leave the sites.
+
+Run config (``flwr run ... --run-config FILE``, written by :mod:`fedsa.flower.launch`):
+``config-json`` (the resolved fedsa config), ``out-dir``, ``round-timeout``, ``node-timeout``,
+``fold-eval``, ``resume``, ``overwrite``, ``poll-interval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedsa.aggregate import weighted_mean
+from fedsa.config import RunConfig
+from fedsa.errors import ConfigError, UpdateError
+from fedsa.evaluate import summarize
+from fedsa.flower.codec import config_record, to_record
+from fedsa.flower.records import RunRecorder
+from fedsa.flower.screen import Accepted, screen_reply
+from fedsa.params import Tensors
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+#: Seconds between pulls for replies.
+POLL_S = 0.2
+#: Longest wait for one wave of client-id queries before nodes that joined since are asked too.
+QUERY_WAVE_S = 20.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ServerApp's run config, parsed."""
+
+    cfg: RunConfig
+    out: Path
+    round_timeout: float
+    node_timeout: float
+    fold_eval: bool
+    resume: bool
+    overwrite: bool
+    poll_s: float
+
+    @classmethod
+    def from_run_config(cls, rc: dict[str, Any]) -> Settings:
+        """Read and check the run config (``config-json`` and ``out-dir`` are required)."""
+        import json
+
+        from fedsa.config import config_from_dict
+
+        if not rc.get("config-json") or not rc.get("out-dir"):
+            raise ConfigError(
+                "Flower run config needs 'config-json' and 'out-dir': start runs with "
+                "`fedsa flower run` or `fedsa flower local`"
+            )
+        return cls(
+            cfg=config_from_dict(json.loads(str(rc["config-json"]))),
+            out=Path(str(rc["out-dir"])),
+            round_timeout=float(rc.get("round-timeout", 600.0)),
+            node_timeout=float(rc.get("node-timeout", 120.0)),
+            fold_eval=bool(rc.get("fold-eval", True)),
+            resume=bool(rc.get("resume", False)),
+            overwrite=bool(rc.get("overwrite", False)),
+            poll_s=float(rc.get("poll-interval", POLL_S)),
+        )
+
+
+def exchange(
+    grid: Grid,
+    messages: list[Message],
+    timeout: float,
+    done: Callable[[dict[int, Message]], bool] | None = None,
+    poll_s: float = 0.2,
+) -> dict[int, Message]:
+    """Send messages and collect replies (keyed by sender node) until all are in or ``timeout``.
+
+    Pulls every ``poll_s`` seconds (:data:`POLL_S` by default) rather than
+    ``Grid.send_and_receive``'s fixed 3 s, which alone would add up to 3 s to every message
+    wave; ``done`` may end the wait early.
+    """
+    ids = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: dict[int, Message] = {}
+    while ids and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(ids)):
+            ids.discard(reply.metadata.reply_to_message_id)
+            replies[reply.metadata.src_node_id] = reply
+        if done is not None and done(replies):
+            break
+        if ids:
+            time.sleep(poll_s)
+    return replies
+
+
+def discover(grid: Grid, client_ids: list[str], timeout: float) -> dict[str, int]:
+    """Map each client id to the node that serves it, asking nodes as they connect.
+
+    A node that does not answer (a stale entry of a stopped SuperNode) does not hold up the run:
+    the wait ends as soon as every client id has a node.
+
+    Raises:
+        ConfigError: two nodes claim one client id, or not every client is there in time.
+    """
+    deadline = time.monotonic() + timeout
+    found: dict[str, int] = {}
+    answered: set[int] = set()  # nodes that replied; silent ones are asked again
+
+    def claim(replies: dict[int, Message]) -> bool:
+        for node, reply in replies.items():
+            if reply.has_error() or "client" not in reply.content.config_records:
+                continue
+            cid = str(reply.content.config_records["client"]["client-id"])
+            if cid in found and found[cid] != node:
+                raise ConfigError(
+                    f"two SuperNodes claim client-id {cid}: give each node its own client-id"
+                )
+            if cid in client_ids:
+                found[cid] = node
+        return len(found) == len(client_ids)
+
+    while not claim({}):
+        new = [n for n in grid.get_node_ids() if n not in answered]
+        left = min(deadline - time.monotonic(), QUERY_WAVE_S)
+        if new and left > 0:
+            replies = exchange(grid, [Message(RecordDict(), n, "query") for n in new], left, claim)
+            answered.update(replies)
+        if len(found) < len(client_ids) and time.monotonic() > deadline:
+            missing = sorted(set(client_ids) - set(found))
+            raise ConfigError(
+                f"clients {missing} did not connect within {timeout:.0f}s: start their "
+                "SuperNodes (--node-config client-id=<k>) or raise node-timeout"
+            )
+        if len(found) < len(client_ids):
+            time.sleep(POLL_S)
+    return found
+
+
+def message(
+    node: int, kind: str, shared: Tensors, cfg: RunConfig, **extra: int | float | bool | str
+) -> Message:
+    """A train or evaluate instruction: the global shared tensors and the config."""
+    content = RecordDict({"shared": to_record(shared), "config": config_record(cfg, **extra)})
+    return Message(content, node, kind)
+
+
+def eval_of(reply: Message | None) -> dict[str, float] | str:
+    """A client's personalised metrics from a reply, or why there are none."""
+    if reply is None:
+        return "no reply within the round timeout"
+    if reply.has_error():
+        return f"client error: {(reply.error.reason or '').strip()[-300:]}"
+    rec = reply.content.metric_records.get("eval")
+    if rec is None:
+        return "reply lacks the 'eval' MetricRecord"
+    return {k: float(v) for k, v in rec.items() if isinstance(v, int | float)}
+
+
+def timing_of(replies: dict[str, Message | None]) -> dict[str, dict[str, float]]:
+    """Each client's reported time split (process start, prepare, work), where it sent one."""
+    out: dict[str, dict[str, float]] = {}
+    for c, r in replies.items():
+        if r is not None and not r.has_error() and "timing" in r.content.metric_records:
+            rec = r.content.metric_records["timing"]
+            out[c] = {k: round(float(v), 3) for k, v in rec.items() if isinstance(v, int | float)}
+    return out
+
+
+def collect_eval(results: dict[str, dict[str, float] | str]) -> dict[str, Any]:
+    """The in-process engine's ``eval`` entry from per-client results (failures listed apart)."""
+    ok = {c: r for c, r in sorted(results.items(), key=lambda x: int(x[0])) if isinstance(r, dict)}
+    failed = {c: r for c, r in results.items() if isinstance(r, str)}
+    if not ok:
+        raise UpdateError(f"no client returned evaluation metrics: {failed}")
+    per_client = {c: {k: r[k] for k in ("accuracy", "loss", "n")} for c, r in ok.items()}
+    out: dict[str, Any] = {"clients": per_client, **summarize(per_client)}
+    out["majority_per_client"] = {c: r["majority"] for c, r in ok.items()}
+    if failed:
+        out["failed"] = failed
+    return out
+
+
+def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
+    """All rounds of one run; returns the summary written to ``summary.json``."""
+    cfg = s.cfg
+    rec = RunRecorder(cfg, s.out, resume=s.resume, overwrite=s.overwrite)
+    found = time.perf_counter()
+    nodes = discover(grid, rec.client_ids, s.node_timeout)
+    rec.discovery_s = time.perf_counter() - found
+    log.info("clients -> nodes: %s (%.1fs)", nodes, rec.discovery_s)
+    shared = rec.shared
+    pending: dict[str, Any] | None = None  # a round whose evaluation rides on the next train
+    for t in range(rec.next_round, cfg.federation.rounds + 1):
+        start = time.perf_counter()
+        participants = rec.sample(t)
+        msgs = [
+            message(nodes[c], "train", shared, cfg, round=t, **{"eval-before": pending is not None})
+            for c in participants
+        ]
+        others = [c for c in rec.client_ids if c not in participants]
+        if pending is not None:  # clients not training this round are evaluated on their own
+            msgs += [message(nodes[c], "evaluate", shared, cfg, round=t - 1) for c in others]
+        replies = exchange(grid, msgs, s.round_timeout, poll_s=s.poll_s)
+        by_client = {c: replies.get(nodes[c]) for c in rec.client_ids}
+        if pending is not None:
+            pending["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in msgs[len(participants) :])
+            results = {c: eval_of(r) for c, r in by_client.items()}
+            rec.finish(pending, collect_eval(results), folded=True)
+            pending = None
+        accepted: dict[str, Accepted] = {}
+        rejected: dict[str, str] = {}
+        for c in participants:
+            verdict = screen_reply(by_client[c], shared, c)
+            if isinstance(verdict, str):
+                log.warning("round %d: rejected client %s: %s", t, c, verdict)
+                rejected[c] = verdict
+            else:
+                accepted[c] = verdict
+        if not accepted:
+            raise UpdateError(f"round {t}: every client reply was rejected: {rejected}")
+        if shared:
+            weights = [rec.weight(a.num_examples) for a in accepted.values()]
+            shared = weighted_mean([a.upload for a in accepted.values()], weights)
+        train_msgs = msgs[: len(participants)]
+        record = rec.round_record(t, participants, accepted, rejected, train_msgs, start)
+        record["client_timing"] = timing_of({c: by_client[c] for c in participants})
+        rec.save_global(shared, t)
+        due = t % cfg.eval.every == 0 or t == cfg.federation.rounds
+        if due and s.fold_eval and t < cfg.federation.rounds:
+            pending = record
+        elif due:
+            ev = [message(nodes[c], "evaluate", shared, cfg, round=t) for c in rec.client_ids]
+            replies = exchange(grid, ev, s.round_timeout, poll_s=s.poll_s)
+            record["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in ev)
+            results = {c: eval_of(replies.get(nodes[c])) for c in rec.client_ids}
+            record["client_timing_eval"] = timing_of({c: replies.get(nodes[c]) for c in nodes})
+            rec.finish(record, collect_eval(results), folded=False)
+        else:
+            rec.finish(record, None, folded=False)
+    return rec.close(shared)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Flower entry point: parse the run config and run every round."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Flower API call
+    settings = Settings.from_run_config(dict(context.run_config))
+    summary = run_federation(grid, settings)
+    log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])
