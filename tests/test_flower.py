@@ -379,3 +379,17 @@ def test_no_process_left_behind(insecure: Federation) -> None:
     left = [p for p in set(STARTED) if _alive(p)]
     assert left == [], f"processes still running: {left}"
     assert flwr_processes() == []
+
+
+def test_screen_reply_applies_the_engines_norm_bound() -> None:
+    from fedsa.flower.codec import to_record
+    from fedsa.flower.screen import Accepted, screen_reply
+
+    reference = _good_upload()
+    big = {k: v * 1e6 for k, v in reference.items()}
+    reply = _reply(
+        {"upload": to_record(big), "train": MetricRecord({"num-examples": 7, "train-loss": 0.5})}
+    )
+    assert isinstance(screen_reply(reply, reference, "3"), Accepted)  # no bound: accepted
+    verdict = screen_reply(reply, reference, "3", max_norm=1000.0)
+    assert isinstance(verdict, str) and "norm" in verdict and "> bound 1000" in verdict

@@ -122,7 +122,7 @@ class RunRecorder:
             "bytes_up_per_client": up,
             "bytes_down_per_client": down,
             "payload_bytes_up": sum(a.payload_bytes for a in accepted.values()),
-            "train_loss": sum(losses.values()) / len(losses),
+            "train_loss": sum(losses.values()) / len(losses) if losses else None,
             "train_loss_per_client": losses,
             "rejected": rejected,
         }

@@ -2,9 +2,9 @@
 
 Everything a remote client sends is checked before it can reach the average: the reply must have
 arrived, carry no error, hold exactly the expected shared tensors (names, shapes, dtypes, finite
-values, by :func:`fedsa.aggregate.validate_update`) and a positive finite example count. A bad
-reply is dropped with a reason that the round's metrics record keeps (``rejected``). Kept in one
-function so that a shared screening policy can replace it in one place.
+values, optional norm bound: the in-process engine's own :func:`fedsa.aggregate.screen_updates`)
+and a positive finite example count. A bad reply is dropped with a reason that the round's
+metrics record keeps (``rejected``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from flwr.app import Message
 
-from fedsa.aggregate import validate_update
-from fedsa.errors import UpdateError
+from fedsa.aggregate import screen_updates
 from fedsa.flower.codec import from_record, record_bytes
 from fedsa.params import Tensors, nbytes
 
@@ -33,13 +32,16 @@ class Accepted:
     """Bytes of tensor data alone (``numel x element size``, as the in-process engine counts)."""
 
 
-def screen_reply(reply: Message | None, reference: Tensors, client: str) -> Accepted | str:
+def screen_reply(
+    reply: Message | None, reference: Tensors, client: str, max_norm: float = 0.0
+) -> Accepted | str:
     """Parse and check one client's train reply; the reason as a string if it is rejected.
 
     Args:
         reply: the reply message, None when none arrived within the round timeout.
         reference: the global shared tensors the client was sent (expected names/shapes/dtypes).
         client: the client id, for the reason text.
+        max_norm: ``federation.max_update_norm`` (0: no bound).
     """
     if reply is None:
         return "no reply within the round timeout"
@@ -59,10 +61,9 @@ def screen_reply(reply: Message | None, reference: Tensors, client: str) -> Acce
         return f"num-examples must be a positive integer, got {n!r}"
     if not isinstance(loss, float | int) or not math.isfinite(loss):
         return f"train-loss must be a finite number, got {loss!r}"
-    try:
-        validate_update(upload, reference, client=client)
-    except UpdateError as exc:
-        return str(exc)
+    _, rejected = screen_updates({client: upload}, reference, max_norm=max_norm)
+    if rejected:
+        return rejected[client]
     return Accepted(
         upload=upload,
         num_examples=n,

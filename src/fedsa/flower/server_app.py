@@ -224,19 +224,21 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         accepted: dict[str, Accepted] = {}
         rejected: dict[str, str] = {}
         for c in participants:
-            verdict = screen_reply(by_client[c], shared, c)
+            verdict = screen_reply(by_client[c], shared, c, cfg.federation.max_update_norm)
             if isinstance(verdict, str):
                 log.warning("round %d: rejected client %s: %s", t, c, verdict)
                 rejected[c] = verdict
             else:
                 accepted[c] = verdict
-        if not accepted:
-            raise UpdateError(f"round {t}: every client reply was rejected: {rejected}")
-        if shared:
+        skipped = len(accepted) < cfg.federation.min_clients
+        if skipped:  # as in-process: the shared state stays; the round is recorded as skipped
+            log.warning("round %d skipped: %d valid replies < min_clients", t, len(accepted))
+        elif shared:
             weights = [rec.weight(a.num_examples) for a in accepted.values()]
             shared = weighted_mean([a.upload for a in accepted.values()], weights)
         train_msgs = msgs[: len(participants)]
         record = rec.round_record(t, participants, accepted, rejected, train_msgs, start)
+        record["accepted"], record["skipped"] = list(accepted), skipped
         record["client_timing"] = timing_of({c: by_client[c] for c in participants})
         rec.save_global(shared, t)
         due = t % cfg.eval.every == 0 or t == cfg.federation.rounds
