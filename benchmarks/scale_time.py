@@ -4,8 +4,9 @@
 are taken minutes apart on a shared CPU. Here the federations for all sizes are prepared in one
 process around one model, and their runs are interleaved (sizes rotated each repeat), so load
 from other jobs hits every size alike. Each run is 2 rounds of 10 sampled clients x ``--steps``
-local steps, evaluating the participants (8 dev examples each); a run's time per round is the
-mean ``wall_s`` of its two rounds.
+local steps, evaluating the participants (8 dev examples each); a run's time per round is its
+CPU time / 2 with torch on one thread (CPU time does not swing with other jobs' load; wall
+clock is recorded too).
 
     HF_HUB_OFFLINE=1 FEDSA_DATA_DIR=/work/shared/data PYTHONPATH=src \
         python benchmarks/scale_time.py --sizes 10 1000 10000 --repeats 4
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 from typing import Any
 
 from common import REPO, fmt, machine, stats, table, write_json
@@ -50,7 +52,9 @@ def main() -> None:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--steps", type=int, default=2)
     args = ap.parse_args()
+    import torch
 
+    torch.set_num_threads(1)
     feds: dict[int, Federation] = {}
     for n in args.sizes:
         feds[n] = federation(n, args.model, args.steps)
@@ -60,15 +64,19 @@ def main() -> None:
         n: statistics.mean(min(len(p), fed.cfg.federation.batch_size) for p in fed.client_train)
         for n, fed in feds.items()
     }
-    times: dict[int, list[float]] = {n: [] for n in args.sizes}
+    times: dict[int, list[float]] = {n: [] for n in args.sizes}  # CPU s per round
+    walls: dict[int, list[float]] = {n: [] for n in args.sizes}
     evals: dict[int, list[float]] = {n: [] for n in args.sizes}
     loads = [os.getloadavg()[0]]
     for rep in range(args.repeats + 1):  # repeat 0 warms up and is dropped
         k = rep % len(args.sizes)
         for n in args.sizes[k:] + args.sizes[:k]:
+            cpu = time.process_time()
             _, _, history = run_rounds(feds[n])
+            cpu = time.process_time() - cpu
             if rep:
-                times[n].append(statistics.mean(r["wall_s"] for r in history))
+                times[n].append(cpu / len(history))
+                walls[n].append(statistics.mean(r["wall_s"] for r in history))
                 evals[n].append(statistics.mean(r["eval_s"] for r in history))
         loads.append(os.getloadavg()[0])
     ref = args.sizes[0]
@@ -77,7 +85,8 @@ def main() -> None:
     for n in args.sizes:
         ratio = [t / r for t, r in zip(times[n], times[ref], strict=True)]
         result["sizes"][str(n)] = {
-            "round_s": stats(times[n]),
+            "round_cpu_s": stats(times[n]),
+            "round_wall_s": stats(walls[n]),
             "eval_s": stats(evals[n]),
             "ratio_vs_ref": stats(ratio),
             "mean_batch_size": batch[n],
@@ -93,7 +102,7 @@ def main() -> None:
         )
     write_json(REPO / "docs" / "benchmarks" / "scale_time.json", result)
     print(f"machine: {result['machine']}; 1-min load during: {fmt(stats(loads), 2)}")
-    header = ["clients", "mean batch", "s/round", "eval s/round", f"ratio vs {ref} clients"]
+    header = ["clients", "mean batch", "CPU s/round", "eval wall s", f"CPU ratio vs {ref} clients"]
     print(table(header, rows))
 
 
