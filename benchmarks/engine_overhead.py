@@ -177,7 +177,8 @@ def profile_round(fed: Federation) -> list[list[object]]:
     ]
     rows.append(["whole round", f"{total * 1000:.1f}", "100%"])
     os.makedirs(REPO / "docs" / "benchmarks", exist_ok=True)
-    st.sort_stats("cumulative").dump_stats(str(REPO / "docs" / "benchmarks" / "engine.prof"))
+    with open(REPO / "docs" / "benchmarks" / "engine_profile.txt", "w") as fh:
+        pstats.Stats(prof, stream=fh).strip_dirs().sort_stats("cumulative").print_stats(40)
     return rows
 
 
