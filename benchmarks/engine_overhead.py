@@ -4,7 +4,7 @@ Arms, interleaved in one process (A B C, A B C, ... with the order rotated each 
 load from other jobs on a shared CPU hits all of them alike:
 
 * ``engine``: :func:`fedsa.simulation.run_rounds` for 1 round of 3 clients x 10 local steps
-  (MiniLM, SST-2, batch 16); its training time is the round's ``wall_s - eval_s``.
+  (MiniLM, SST-2, batch 16); its training time excludes the round's evaluation.
 * ``bare``: the same 30 optimizer steps on the same, pre-collated batches in a plain PEFT +
   PyTorch loop on the same model: per client, reset the adapters to the common initial state,
   seed dropout, a fresh AdamW, 10 steps, keep a copy of the trained tensors; then average A.
@@ -13,6 +13,10 @@ load from other jobs on a shared CPU hits all of them alike:
   padding), for the throughput comparison.
 
 Then one engine round under cProfile shows where the time outside forward/backward/step goes.
+
+Times are CPU seconds of this process with torch on one thread (``--threads 1``): on a CPU shared
+with other jobs, wall time of minute-long arms swings with their load (we saw 5 s to 200 s for
+the same round), while CPU time does not. Wall times are reported too.
 
     HF_HUB_OFFLINE=1 FEDSA_DATA_DIR=/work/shared/data PYTHONPATH=src \
         python benchmarks/engine_overhead.py --repeats 7
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from common import REPO, fmt, machine, stats, table, write_json
 
+import fedsa.simulation
 from fedsa.batching import collate, sample_batches
 from fedsa.client import client_seed
 from fedsa.config import RunConfig, load_config
@@ -56,11 +61,29 @@ def config(*extra: str) -> RunConfig:
     )
 
 
-def engine_round(fed: Federation) -> tuple[float, float, Tensors]:
-    """(training seconds, evaluation seconds, new global shared tensors) of one real round."""
+EVAL_CPU: list[float] = []
+
+
+def _timed_eval(*args: Any, **kwargs: Any) -> Any:
+    """``evaluate_clients`` that also records its CPU time (benchmark instrumentation only)."""
+    start = time.process_time()
+    try:
+        return _evaluate_clients(*args, **kwargs)
+    finally:
+        EVAL_CPU.append(time.process_time() - start)
+
+
+_evaluate_clients = fedsa.simulation.evaluate_clients
+fedsa.simulation.evaluate_clients = _timed_eval
+
+
+def engine_round(fed: Federation) -> tuple[float, float, float, float, Tensors]:
+    """Training wall s, training CPU s, eval wall s, eval CPU s, new global shared tensors."""
+    cpu = time.process_time()
     shared, _, history = run_rounds(fed)
+    cpu = time.process_time() - cpu
     rec = history[-1]
-    return rec["wall_s"] - rec["eval_s"], rec["eval_s"], shared
+    return rec["wall_s"] - rec["eval_s"], cpu - EVAL_CPU[-1], rec["eval_s"], EVAL_CPU[-1], shared
 
 
 def bare_batches(fed: Federation, grouped: bool = False) -> list[list[dict[str, torch.Tensor]]]:
@@ -154,14 +177,17 @@ def profile_round(fed: Federation) -> list[list[object]]:
     ]
     rows.append(["whole round", f"{total * 1000:.1f}", "100%"])
     os.makedirs(REPO / "docs" / "benchmarks", exist_ok=True)
-    st.sort_stats("cumulative").dump_stats(str(REPO / "docs" / "benchmarks" / "engine.prof"))
+    with open(REPO / "docs" / "benchmarks" / "engine_profile.txt", "w") as fh:
+        pstats.Stats(prof, stream=fh).strip_dirs().sort_stats("cumulative").print_stats(40)
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is exact)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     fed = prepare(config())
     fed_group = prepare(config("federation.group_by_length=true"))
@@ -172,42 +198,48 @@ def main() -> None:
     real_g, padded_g = tokens(grouped_batches)
 
     # Same work: the bare loop reaches the engine's global A bit for bit.
-    _, _, shared = engine_round(fed)
+    shared = engine_round(fed)[-1]
     bare_shared = bare_round(fed, plain_batches)
     max_diff = max(float((shared[k] - bare_shared[k]).abs().max()) for k in shared)
 
     arms = ["engine", "bare", "engine+group"]
-    times: dict[str, list[float]] = {a: [] for a in arms}
+    times: dict[str, list[float]] = {a: [] for a in arms}  # wall seconds of training
+    cpus: dict[str, list[float]] = {a: [] for a in arms}  # CPU seconds of training
     evals: list[float] = []
     walls: list[float] = []
+    eval_cpu: list[float] = []
     loads = [os.getloadavg()[0]]
     for rep in range(args.repeats + 1):  # repeat 0 warms up and is dropped
         order = arms[rep % 3 :] + arms[: rep % 3]
         for arm in order:
-            if arm == "engine":
-                train_s, eval_s, _ = engine_round(fed)
-                if rep:
+            if arm in ("engine", "engine+group"):
+                train_s, train_cpu, eval_s, ecpu, _ = engine_round(
+                    fed if arm == "engine" else fed_group
+                )
+                if rep and arm == "engine":
                     evals.append(eval_s)
                     walls.append(train_s + eval_s)
-            elif arm == "engine+group":
-                train_s, _, _ = engine_round(fed_group)
+                    eval_cpu.append(ecpu)
             else:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 bare_round(fed, plain_batches)
                 train_s = time.perf_counter() - start
+                train_cpu = time.process_time() - cpu
             if rep:
                 times[arm].append(train_s)
+                cpus[arm].append(train_cpu)
         loads.append(os.getloadavg()[0])
 
-    ratios = [e / b for e, b in zip(times["engine"], times["bare"], strict=True)]
-    tput = {
-        "engine": [real / t for t in times["engine"]],
-        "bare": [real / t for t in times["bare"]],
-        "engine+group": [real_g / t for t in times["engine+group"]],
+    ratios = [e / b for e, b in zip(cpus["engine"], cpus["bare"], strict=True)]
+    wall_ratios = [e / b for e, b in zip(times["engine"], times["bare"], strict=True)]
+    tput = {  # real tokens per CPU second of training
+        "engine": [real / t for t in cpus["engine"]],
+        "bare": [real / t for t in cpus["bare"]],
+        "engine+group": [real_g / t for t in cpus["engine+group"]],
     }
     tput_ratio = [e / b for e, b in zip(tput["engine"], tput["bare"], strict=True)]
     group_ratio = [e / b for e, b in zip(tput["engine+group"], tput["bare"], strict=True)]
-    share = [e / w for e, w in zip(evals, walls, strict=True)]
+    share = [e / (e + t) for e, t in zip(eval_cpu, cpus["engine"], strict=True)]
     prof_rows = profile_round(fed)
 
     result = {
@@ -215,15 +247,19 @@ def main() -> None:
         "loadavg_1min_during": stats(loads),
         "config": "configs/minilm-sst2.toml, 3 clients x 10 steps, batch 16, 1 round",
         "bare_vs_engine_max_abs_diff": max_diff,
-        "train_s": {a: stats(v) for a, v in times.items()},
-        "ratio_engine_over_bare": stats(ratios),
+        "torch_threads": args.threads,
+        "train_wall_s": {a: stats(v) for a, v in times.items()},
+        "train_cpu_s": {a: stats(v) for a, v in cpus.items()},
+        "ratio_engine_over_bare_cpu": stats(ratios),
+        "ratio_engine_over_bare_wall": stats(wall_ratios),
         "tokens_per_s": {a: stats(v) for a, v in tput.items()},
         "tokens_ratio_engine_over_bare": stats(tput_ratio),
         "tokens_ratio_grouped_engine_over_bare": stats(group_ratio),
         "padding_fraction": {"plain": 1 - real / padded, "grouped": 1 - real_g / padded_g},
         "real_tokens_per_round": {"plain": real, "grouped": real_g},
-        "eval_s": stats(evals),
-        "eval_share_of_round": stats(share),
+        "eval_wall_s": stats(evals),
+        "eval_cpu_s": stats(eval_cpu),
+        "eval_share_of_round_cpu": stats(share),
         "profile": prof_rows,
     }
     write_json(REPO / "docs" / "benchmarks" / "engine_overhead.json", result)
@@ -232,20 +268,22 @@ def main() -> None:
     print(f"1-min load average during the run: {fmt(stats(loads), 2)}")
     print(f"bare loop vs engine global A: max |diff| = {max_diff:.3g}\n")
     rows = [
-        [a, fmt(stats(times[a])), fmt(stats(tput[a]), 0)]
+        [a, fmt(stats(cpus[a])), fmt(stats(times[a])), fmt(stats(tput[a]), 0)]
         for a in arms  # seconds of training per round, tokens/s
     ]
-    print(table(["arm", "train s/round (min / med / max)", "real tokens/s"], rows))
+    header = ["arm", "train CPU s/round", "train wall s/round", "real tokens per CPU s"]
+    print(table(header, rows))
     print()
     print(
         table(
             ["quantity", "min / median / max"],
             [
-                ["time ratio engine / bare", fmt(stats(ratios))],
+                ["CPU-time ratio engine / bare", fmt(stats(ratios))],
+                ["wall-time ratio engine / bare (load-sensitive)", fmt(stats(wall_ratios))],
                 ["tokens/s ratio engine / bare", fmt(stats(tput_ratio))],
                 ["tokens/s ratio engine+group / bare", fmt(stats(group_ratio))],
-                ["eval s per round (3 clients x 64 ex.)", fmt(stats(evals))],
-                ["eval share of round time", fmt(stats(share))],
+                ["eval CPU s per round (3 clients x 64 ex.)", fmt(stats(eval_cpu))],
+                ["eval share of round CPU time", fmt(stats(share))],
             ],
         )
     )

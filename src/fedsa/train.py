@@ -45,7 +45,7 @@ def train_steps(
     """
     optimizer = make_optimizer(params, cfg)
     model.train()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []  # kept on the device: no per-step sync with a GPU
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, dtype):
@@ -55,7 +55,7 @@ def train_steps(
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
     if not losses:
         raise ValueError("train_steps got no batches")
-    return sum(losses) / len(losses)
+    return float(torch.stack(losses).double().mean())
