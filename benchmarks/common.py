@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from fedsa.config import RunConfig, load_config
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -54,3 +56,25 @@ def write_json(path: Path, obj: Any) -> None:
     """Write results next to the docs (plain JSON)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def scale_config(n: int, model: str, rounds: int, steps: int) -> RunConfig:
+    """The scale benchmarks' run: SST-2 over ``n`` Dirichlet clients, 10 sampled per round.
+
+    Only the round's participants are evaluated (on 8 examples each), so time per round measures
+    the engine, not an evaluation that grows with the number of clients.
+    """
+    return load_config(
+        REPO / "configs" / "minilm-sst2.toml",
+        [
+            f"model.name={model}",
+            f"data.num_clients={n}",
+            f"federation.clients_per_round={min(10, n)}",
+            "data.max_train_examples=0",
+            "data.eval_examples_per_client=8",
+            f"federation.rounds={rounds}",
+            f"federation.local_steps={steps}",
+            "eval.every=1",
+            "eval.clients=participants",
+        ],
+    )

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from common import REPO, fmt, machine, stats, table, write_json
+from common import REPO, fmt, machine, scale_config, stats, table, write_json
 
 MB = 1024 * 1024
 
@@ -43,7 +43,6 @@ def child(n: int, store_mode: str, model: str, rounds: int, steps: int) -> dict[
     import torch
 
     import fedsa.simulation
-    from fedsa.config import load_config
     from fedsa.params import nbytes
     from fedsa.prepare import prepare
     from fedsa.store import ClientStore
@@ -58,20 +57,7 @@ def child(n: int, store_mode: str, model: str, rounds: int, steps: int) -> dict[
 
     torch.set_num_threads(1)  # CPU time per round is then exact and independent of others' load
     start = time.perf_counter()
-    cfg = load_config(
-        REPO / "configs" / "minilm-sst2.toml",
-        [
-            f"model.name={model}",
-            f"data.num_clients={n}",
-            f"federation.clients_per_round={min(10, n)}",
-            "data.max_train_examples=0",
-            "data.eval_examples_per_client=8",
-            f"federation.rounds={rounds}",
-            f"federation.local_steps={steps}",
-            "eval.every=1",
-            "eval.clients=participants",
-        ],
-    )
+    cfg = scale_config(n, model, rounds, steps)
     fed = prepare(cfg)
     prepared_s = time.perf_counter() - start
     rss_prepared = peak_rss()

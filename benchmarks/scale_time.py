@@ -20,28 +20,14 @@ import statistics
 import time
 from typing import Any
 
-from common import REPO, fmt, machine, stats, table, write_json
+from common import REPO, fmt, machine, scale_config, stats, table, write_json
 
-from fedsa.config import load_config
 from fedsa.prepare import Federation, prepare
 from fedsa.simulation import run_rounds
 
 
 def federation(n: int, model: str, steps: int) -> Federation:
-    cfg = load_config(
-        REPO / "configs" / "minilm-sst2.toml",
-        [
-            f"model.name={model}",
-            f"data.num_clients={n}",
-            f"federation.clients_per_round={min(10, n)}",
-            "data.max_train_examples=0",
-            "data.eval_examples_per_client=8",
-            "federation.rounds=2",
-            f"federation.local_steps={steps}",
-            "eval.every=1",
-            "eval.clients=participants",
-        ],
-    )
+    cfg = scale_config(n, model, 2, steps)
     return prepare(cfg)
 
 
