@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from fedsa.config import RunConfig, load_config
+from fedsa.config.load import load_config
+from fedsa.config.schema import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 Arms, interleaved in one process (A B C, A B C, ... with the order rotated each repeat) so that
 load from other jobs on a shared CPU hits all of them alike:
 
-* ``engine``: :func:`fedsa.simulation.run_rounds` for 1 round of 3 clients x 10 local steps
+* ``engine``: :func:`fedsa.engine.simulation.run_rounds` for 1 round of 3 clients x 10 local steps
   (MiniLM, SST-2, batch 16); its training time excludes the round's evaluation.
 * ``bare``: the same 30 optimizer steps on the same, pre-collated batches in a plain PEFT +
   PyTorch loop on the same model: per client, reset the adapters to the common initial state,
@@ -35,13 +35,14 @@ import numpy as np
 import torch
 from common import REPO, fmt, machine, stats, table, write_json
 
-import fedsa.simulation
-from fedsa.batching import collate, sample_batches
-from fedsa.client import client_seed
-from fedsa.config import RunConfig, load_config
-from fedsa.params import Tensors
-from fedsa.prepare import Federation, prepare
-from fedsa.simulation import run_rounds
+import fedsa.engine.simulation
+from fedsa.config.load import load_config
+from fedsa.config.schema import RunConfig
+from fedsa.core.params import Tensors
+from fedsa.engine.client import client_seed
+from fedsa.engine.prepare import Federation, prepare
+from fedsa.engine.simulation import run_rounds
+from fedsa.tasks.batching import collate, sample_batches
 
 BASE = REPO / "configs" / "minilm-sst2.toml"
 
@@ -73,8 +74,8 @@ def _timed_eval(*args: Any, **kwargs: Any) -> Any:
         EVAL_CPU.append(time.process_time() - start)
 
 
-_evaluate_clients = fedsa.simulation.evaluate_clients
-fedsa.simulation.evaluate_clients = _timed_eval
+_evaluate_clients = fedsa.engine.simulation.evaluate_clients
+fedsa.engine.simulation.evaluate_clients = _timed_eval
 
 
 def engine_round(fed: Federation) -> tuple[float, float, float, float, Tensors]:
@@ -159,7 +160,7 @@ def profile_round(fed: Federation) -> list[list[object]]:
         "backward": cum(lambda k: k[2] == "backward" and "_tensor.py" in k[0]),
         "optimizer.step": cum(lambda k: k[2] == "step" and "adamw.py" in k[0]),
         "zero_grad": cum(lambda k: k[2] == "zero_grad"),
-        "collate (fedsa.batching)": cum(lambda k: k[2] == "collate" and "batching" in k[0]),
+        "collate (fedsa.tasks.batching)": cum(lambda k: k[2] == "collate" and "batching" in k[0]),
         "sample_batches": cum(lambda k: k[2] == "sample_batches"),
         "load_client_state (write adapters)": cum(lambda k: k[2] == "load_client_state"),
         "read_from (copy out adapters)": cum(lambda k: k[2] == "read_from"),

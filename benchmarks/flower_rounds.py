@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedsa.config import load_config
+from fedsa.config.load import load_config
+from fedsa.engine.prepare import prepare
+from fedsa.engine.simulation import run_rounds
 from fedsa.flower.launch import Federation, Node
-from fedsa.prepare import prepare
-from fedsa.simulation import run_rounds
 
 SECTION = "## Flower deployment"
 

@@ -4,7 +4,7 @@ Self-contained: no data files and no downloaded weights. It builds a randomly in
 with all-MiniLM-L6-v2's shape (hidden 384, 6 layers, 12 heads, intermediate 1536, vocab 30522),
 adds LoRA through :func:`fedsa.adapters.build_peft_model` (fedsa-lora layout: r 8 on query and
 value), and trains on random token batches of realistic lengths with
-:func:`fedsa.client.client_round`, the exact code every fedsa client runs, switching only
+:func:`fedsa.engine.client.client_round`, the exact code every fedsa client runs, switching only
 ``precision``. Evaluation (inference mode, length-sorted batches) is timed too. Prints a markdown
 table; ``--device cpu`` gives a quick smoke test. Runs in well under 3 minutes on one GPU.
 
@@ -23,14 +23,15 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from fedsa.adapters import VARIANTS, Layout, apply_trainable, build_peft_model, make_layout
-from fedsa.algorithms import ALGORITHMS
-from fedsa.batching import Encoded
-from fedsa.client import client_round
-from fedsa.config import AdapterConfig, FederationConfig, RunConfig
-from fedsa.device import autocast, autocast_dtype, bf16_supported
-from fedsa.evaluate import evaluate
-from fedsa.params import Tensors, read_from, select
+from fedsa.adapters.layout import Layout, apply_trainable, make_layout
+from fedsa.adapters.variants import VARIANTS, build_peft_model
+from fedsa.algorithms.registry import ALGORITHMS
+from fedsa.config.schema import AdapterConfig, FederationConfig, RunConfig
+from fedsa.core.device import autocast, autocast_dtype, bf16_supported
+from fedsa.core.params import Tensors, read_from, select
+from fedsa.engine.client import client_round
+from fedsa.tasks.batching import Encoded
+from fedsa.tasks.classification import evaluate
 
 MINILM_SHAPE = {
     "vocab_size": 30522,
@@ -106,7 +107,7 @@ def timed_round(
 def eval_rate(
     model: torch.nn.Module, data: Encoded, dtype: torch.dtype | None, device: torch.device
 ) -> float:
-    """Examples/s of :func:`fedsa.evaluate.evaluate` (inference mode, batch 256, length-sorted)."""
+    """Examples/s of :func:`fedsa.tasks.classification.evaluate` (inference mode, batch 256, length-sorted)."""
     idx = list(range(len(data)))
     with autocast(device, dtype):
         evaluate(model, data, idx[:256], 256, device)  # warm-up

@@ -42,10 +42,10 @@ def peak_rss() -> int:
 def child(n: int, store_mode: str, model: str, rounds: int, steps: int) -> dict[str, Any]:
     import torch
 
-    import fedsa.simulation
-    from fedsa.params import nbytes
-    from fedsa.prepare import prepare
-    from fedsa.store import ClientStore
+    import fedsa.engine.simulation
+    from fedsa.core.params import nbytes
+    from fedsa.engine.prepare import prepare
+    from fedsa.engine.store import ClientStore
 
     class FullStore(ClientStore):
         """Every client already holds its own (distinct) private tensors."""
@@ -62,7 +62,7 @@ def child(n: int, store_mode: str, model: str, rounds: int, steps: int) -> dict[
     prepared_s = time.perf_counter() - start
     rss_prepared = peak_rss()
     if store_mode == "full":
-        fedsa.simulation.ClientStore = FullStore  # type: ignore[attr-defined]
+        fedsa.engine.simulation.ClientStore = FullStore  # type: ignore[attr-defined]
     records: list[dict[str, Any]] = []
     cpu_marks = [time.process_time()]
 
@@ -70,7 +70,7 @@ def child(n: int, store_mode: str, model: str, rounds: int, steps: int) -> dict[
         cpu_marks.append(time.process_time())
         records.append(record)
 
-    fedsa.simulation.run_rounds(fed, on_round=on_round)
+    fedsa.engine.simulation.run_rounds(fed, on_round=on_round)
     sizes = [len(p) for p in fed.client_train]
     return {
         "clients": n,

@@ -22,8 +22,8 @@ from typing import Any
 
 from common import REPO, fmt, machine, scale_config, stats, table, write_json
 
-from fedsa.prepare import Federation, prepare
-from fedsa.simulation import run_rounds
+from fedsa.engine.prepare import Federation, prepare
+from fedsa.engine.simulation import run_rounds
 
 
 def federation(n: int, model: str, steps: int) -> Federation:

@@ -1,6 +1,6 @@
 """Start-up: time to the first training step, cold (empty token cache) vs warm (same config again).
 
-Each measurement is a fresh ``python`` process running :func:`fedsa.runner.run` (the path of
+Each measurement is a fresh ``python`` process running :func:`fedsa.engine.runner.run` (the path of
 ``fedsa run``) that stops at the first training forward pass. Pairs (cold, warm) share a new,
 empty ``FEDSA_CACHE_DIR``; pairs are repeated, so cold and warm runs alternate under the same
 load. Two clocks are reported: from process launch (includes the ~3-4 s import of torch,
@@ -34,9 +34,9 @@ def child(launch: float, train_examples: int, out: Path) -> dict[str, float]:
     imported = time.time()
     import torch
 
-    from fedsa.config import load_config
-    from fedsa.prepare import Federation
-    from fedsa.runner import run
+    from fedsa.config.load import load_config
+    from fedsa.engine.prepare import Federation
+    from fedsa.engine.runner import run
 
     imports_done = time.time()
     marks: dict[str, float] = {}

@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from fedsa.config import load_config
-from fedsa.prepare import prepare
-from fedsa.simulation import evaluate_clients
-from fedsa.store import ClientStore, atomic_write_json
+from fedsa.config.load import load_config
+from fedsa.core.io import atomic_write_json
+from fedsa.engine.prepare import prepare
+from fedsa.engine.simulation import evaluate_clients
+from fedsa.engine.store import ClientStore
 
 
 def main() -> int:

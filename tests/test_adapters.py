@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from fedsa.adapters import VARIANTS, build_peft_model
-from fedsa.config import AdapterConfig
-from fedsa.errors import ConfigError
-from fedsa.models import TINY_BERT, load_classifier, resolve_model_path
+from fedsa.adapters.variants import VARIANTS, build_peft_model
+from fedsa.config.schema import AdapterConfig
+from fedsa.core.errors import ConfigError
+from fedsa.models.loaders import TINY_BERT, load_classifier, resolve_model_path
 
 PREFIX = "base_model.model.bert.encoder.layer.{i}.attention.self.{m}."
 HEAD = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedsa.aggregate import validate_update, weighted_mean
-from fedsa.errors import UpdateError
+from fedsa.algorithms.aggregate import validate_update, weighted_mean
+from fedsa.core.errors import UpdateError
 
 
 def test_weighted_mean_golden_values() -> None:

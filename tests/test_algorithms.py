@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 import torch
 
-from fedsa.adapters import VARIANTS
-from fedsa.aggregate import weighted_mean
-from fedsa.algorithms import A_LOCAL, ALGORITHMS, B_LOCAL, HEAD, A, B
-from fedsa.config import load_config
-from fedsa.params import Tensors, equal, nbytes, numel, read_from, write_into
-from fedsa.prepare import Federation, prepare
-from fedsa.simulation import ClientEvent, evaluate_client, run_rounds
-from fedsa.store import ClientStore
+from fedsa.adapters.variants import VARIANTS
+from fedsa.algorithms.aggregate import weighted_mean
+from fedsa.algorithms.registry import ALGORITHMS
+from fedsa.config.load import load_config
+from fedsa.core.params import Tensors, equal, nbytes, numel, read_from, write_into
+from fedsa.core.slots import A_LOCAL, B_LOCAL, HEAD, A, B
+from fedsa.engine.prepare import Federation, prepare
+from fedsa.engine.simulation import ClientEvent, evaluate_client, run_rounds
+from fedsa.engine.store import ClientStore
 
 EXPECTED_SLOTS = {
     "feddpa": {"shared": {A, B}, "private": {HEAD, A_LOCAL, B_LOCAL}, "frozen": set()},
@@ -205,7 +206,7 @@ def test_local_training_starts_from_the_clients_own_state(trace: tuple[str, str,
     let client 2's private tensors stay in the model, the replay (which starts clean) would differ.
     """
     _, _, t = trace
-    from fedsa.client import client_round, client_seed
+    from fedsa.engine.client import client_round, client_seed
 
     e = t.by(2, "0")
     fresh = prepare(t.fed.cfg)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from fedsa.analysis import (
+from fedsa.core.errors import ConfigError, DataError
+from fedsa.core.io import save_tensors
+from fedsa.reports.analysis import (
     analyze_round,
     analyze_run,
     pairwise_cosine,
     write_analysis,
 )
-from fedsa.errors import ConfigError, DataError
-from fedsa.store import save_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 L0 = "base_model.model.bert.encoder.layer.0.attention.self.query"

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from fedsa.batching import sample_batches
+from fedsa.tasks.batching import sample_batches
 
 
 def padding_fraction(lengths: np.ndarray, batches: list[list[int]]) -> float:

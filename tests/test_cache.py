@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from safetensors.torch import save
 
-import fedsa.cache
-from fedsa.batching import Encoded, encode
-from fedsa.cache import cached_encode, encode_split, tokenizer_fingerprint
-from fedsa.config import load_config
-from fedsa.data import Example, load_task
-from fedsa.models import load_tokenizer, tiny_tokenizer
-from fedsa.prepare import prepare
+import fedsa.tasks.cache
+from fedsa.config.load import load_config
+from fedsa.engine.prepare import prepare
+from fedsa.models.loaders import load_tokenizer, tiny_tokenizer
+from fedsa.tasks.batching import Encoded, encode
+from fedsa.tasks.cache import cached_encode, encode_split, tokenizer_fingerprint
+from fedsa.tasks.glue import Example, load_task
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 IDENTITY = {"model": "tiny-bert", "task": "synthetic", "split": "train"}
@@ -47,7 +47,7 @@ def count_encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return encode(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fedsa.cache, "encode", counting)
+    monkeypatch.setattr(fedsa.tasks.cache, "encode", counting)
     return calls
 
 
@@ -67,7 +67,7 @@ def test_hit_returns_tensors_identical_to_fresh_tokenisation(
 def test_entry_layout_round_trips_token_types() -> None:
     from safetensors.torch import load
 
-    from fedsa.cache import _from_tensors, _to_tensors
+    from fedsa.tasks.cache import _from_tensors, _to_tensors
 
     ids = [[2, 7, 3], [2, 3], [], [2, 9, 9, 3, 5]]
     types = [[0, 0, 0], [0, 0], [], [0, 0, 0, 1, 1]]
@@ -168,7 +168,7 @@ def test_corrupt_entry_is_detected_and_rebuilt(
     cached_encode(exs, tok, 16, identity=IDENTITY, cache_dir=tmp_path)
     (entry,) = tmp_path.glob("*.safetensors")
     CORRUPTIONS[corrupt](entry)
-    with caplog.at_level(logging.WARNING, logger="fedsa.cache"):
+    with caplog.at_level(logging.WARNING, logger="fedsa.tasks.cache"):
         rebuilt = cached_encode(exs, tok, 16, identity=IDENTITY, cache_dir=tmp_path)
     assert "corrupt" in caplog.text
     assert count_encodes == [1, 1]  # not trusted: tokenised again

@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsa.adapters import VARIANTS
-from fedsa.algorithms import A_LOCAL, ALGORITHMS, B_LOCAL, HEAD, A, B
-from fedsa.causal_lm import resolve_target_modules, tiny_llama
-from fedsa.config import load_config
-from fedsa.errors import ConfigError
-from fedsa.params import equal
-from fedsa.prepare import prepare
-from fedsa.runner import run
-from fedsa.simulation import ClientEvent, run_rounds
+from fedsa.adapters.variants import VARIANTS
+from fedsa.algorithms.registry import ALGORITHMS
+from fedsa.config.load import load_config
+from fedsa.core.errors import ConfigError
+from fedsa.core.params import equal
+from fedsa.core.slots import A_LOCAL, B_LOCAL, HEAD, A, B
+from fedsa.engine.prepare import prepare
+from fedsa.engine.runner import run
+from fedsa.engine.simulation import ClientEvent, run_rounds
+from fedsa.models.causal_lm import resolve_target_modules, tiny_llama
 
 TINY_LLAMA = Path(__file__).parents[1] / "configs" / "tiny-llama.toml"
 EXPECTED = {  # (shared, private, frozen) slots: no head slot exists for a causal LM
@@ -123,8 +124,8 @@ def _smollm2_or_missing() -> None:
 @pytest.mark.slow
 def test_smollm2_loads_and_generates() -> None:
     _smollm2_or_missing()
-    from fedsa.causal_lm import load_causal_lm, load_causal_tokenizer
-    from fedsa.prompting import prompt_ids, prompt_text
+    from fedsa.models.causal_lm import load_causal_lm, load_causal_tokenizer
+    from fedsa.tasks.prompting import prompt_ids, prompt_text
 
     tok = load_causal_tokenizer("smollm2-135m")
     model = load_causal_lm("smollm2-135m", 0).eval()

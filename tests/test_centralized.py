@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedsa.centralized import POOLED, run_centralized
-from fedsa.config import load_config
-from fedsa.prepare import prepare
-from fedsa.simulation import ClientEvent
+from fedsa.config.load import load_config
+from fedsa.engine.centralized import POOLED, run_centralized
+from fedsa.engine.prepare import prepare
+from fedsa.engine.simulation import ClientEvent
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 

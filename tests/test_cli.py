@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from fedsa.cli import main
-from fedsa.params import equal
+from fedsa.core.params import equal
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 

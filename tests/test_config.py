@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fedsa.config import RunConfig, config_from_dict, load_config, parse_override
-from fedsa.errors import ConfigError
+from fedsa.config.load import config_from_dict, load_config, parse_override
+from fedsa.config.schema import RunConfig
+from fedsa.core.errors import ConfigError
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 

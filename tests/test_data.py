@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsa.data import (
+from fedsa.core.errors import DataError
+from fedsa.tasks.glue import (
     SYNTHETIC_VOCAB,
     TASKS,
     Example,
@@ -11,7 +12,6 @@ from fedsa.data import (
     load_task,
     resolve_data_dir,
 )
-from fedsa.errors import DataError
 
 EXPECTED_ROWS = {
     "sst2": (67349, 872),

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import torch
 
-import fedsa.train
-from fedsa.config import load_config
-from fedsa.device import autocast_dtype
-from fedsa.errors import ConfigError
-from fedsa.params import nbytes
-from fedsa.prepare import prepare
-from fedsa.simulation import ClientEvent, run_rounds
+import fedsa.engine.train
+from fedsa.config.load import load_config
+from fedsa.core.device import autocast_dtype
+from fedsa.core.errors import ConfigError
+from fedsa.core.params import nbytes
+from fedsa.engine.prepare import prepare
+from fedsa.engine.simulation import ClientEvent, run_rounds
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 
@@ -55,14 +55,14 @@ def test_bf16_autocast_round_keeps_adapters_fp32_and_loss_close(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     optimizers: list[torch.optim.Optimizer] = []
-    make = fedsa.train.make_optimizer
+    make = fedsa.engine.train.make_optimizer
 
     def recording(*args: Any, **kwargs: Any) -> torch.optim.Optimizer:
         opt = make(*args, **kwargs)
         optimizers.append(opt)
         return opt
 
-    monkeypatch.setattr(fedsa.train, "make_optimizer", recording)
+    monkeypatch.setattr(fedsa.engine.train, "make_optimizer", recording)
     ref, _, ref_seen, _ = _run(watch=True)
     low, events, low_seen, fed = _run("precision=bf16", watch=True)
     assert ref_seen == {torch.float32}

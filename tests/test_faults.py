@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from fedsa import simulation
-from fedsa.aggregate import screen_updates, weighted_mean
-from fedsa.config import BAD_KINDS, load_config
-from fedsa.faults import FaultPlan, corrupt
-from fedsa.params import Tensors, clone, equal
-from fedsa.prepare import prepare
-from fedsa.simulation import ClientEvent, run_rounds
+from fedsa.algorithms.aggregate import screen_updates, weighted_mean
+from fedsa.config.load import load_config
+from fedsa.config.schema import BAD_KINDS
+from fedsa.core.params import Tensors, clone, equal
+from fedsa.engine.faults import FaultPlan, corrupt
+from fedsa.engine.prepare import prepare
+from fedsa.engine.simulation import ClientEvent, run_rounds
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 OVERRIDES = [

@@ -10,14 +10,14 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from fedsa.algorithms import A_LOCAL, B_LOCAL
-from fedsa.client import phase_steps
-from fedsa.config import load_config
-from fedsa.errors import ConfigError
-from fedsa.feddpa import LOCAL_ADAPTER, instance_weights, set_mix, training_mix
-from fedsa.params import equal
-from fedsa.prepare import prepare
-from fedsa.simulation import ClientEvent, run_rounds
+from fedsa.algorithms.feddpa import LOCAL_ADAPTER, instance_weights, set_mix, training_mix
+from fedsa.config.load import load_config
+from fedsa.core.errors import ConfigError
+from fedsa.core.params import equal
+from fedsa.core.slots import A_LOCAL, B_LOCAL
+from fedsa.engine.client import phase_steps
+from fedsa.engine.prepare import prepare
+from fedsa.engine.simulation import ClientEvent, run_rounds
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 

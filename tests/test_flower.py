@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsa.config import RunConfig, load_config
+from fedsa.config.load import load_config
+from fedsa.config.schema import RunConfig
 
 pytestmark = pytest.mark.flower
 
@@ -28,12 +29,12 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from flwr.app import Error, Message, MetricRecord, RecordDict  # noqa: E402
 
+from fedsa.core.io import load_tensors  # noqa: E402
+from fedsa.engine.prepare import prepare  # noqa: E402
+from fedsa.engine.simulation import run_rounds  # noqa: E402
 from fedsa.flower.codec import experiment_key  # noqa: E402
 from fedsa.flower.launch import Federation, FlowerRunError, Node, _alive  # noqa: E402
 from fedsa.flower.state import state_path  # noqa: E402
-from fedsa.prepare import prepare  # noqa: E402
-from fedsa.simulation import run_rounds  # noqa: E402
-from fedsa.store import load_tensors  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
 CLIENTS = ("0", "1", "2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedsa.generate import extract_answer, is_correct, normalize_number
+from fedsa.tasks.generate import extract_answer, is_correct, normalize_number
 
 
 @pytest.mark.parametrize(

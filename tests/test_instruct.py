@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fedsa.batching import collate
-from fedsa.causal_lm import tiny_llama, tiny_llama_tokenizer
-from fedsa.errors import DataError
-from fedsa.instruct import InstructExample, load_instruct
-from fedsa.partition import label_skew, partition
-from fedsa.prompting import (
+from fedsa.core.errors import DataError
+from fedsa.models.causal_lm import tiny_llama, tiny_llama_tokenizer
+from fedsa.tasks.batching import collate
+from fedsa.tasks.instruct import InstructExample, load_instruct
+from fedsa.tasks.partition import label_skew, partition
+from fedsa.tasks.prompting import (
     build_generation,
     encode_instruct,
     prompt_text,

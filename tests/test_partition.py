@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from fedsa.errors import DataError
-from fedsa.partition import (
+from fedsa.core.errors import DataError
+from fedsa.tasks.partition import (
     eval_shards,
     label_histogram,
     label_skew,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fedsa.config import load_config
-from fedsa.prepare import prepare
-from fedsa.simulation import run_rounds
+from fedsa.config.load import load_config
+from fedsa.engine.prepare import prepare
+from fedsa.engine.simulation import run_rounds
 
 CONFIG = Path(__file__).parents[1] / "configs" / "minilm-sst2.toml"
 

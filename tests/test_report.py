@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fedsa.cli import main
-from fedsa.report import aggregate_rows
+from fedsa.reports.report import aggregate_rows
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 FAST = ["federation.rounds=2"]
@@ -162,7 +162,7 @@ def test_report_carries_an_analysis_line_for_runs_with_snapshots(tmp_path: Path)
 def test_a_missing_baseline_prints_a_dash_not_nan() -> None:
     import math
 
-    from fedsa.report import format_cell
+    from fedsa.reports.report import format_cell
 
     assert format_cell({"majority": math.nan}, "majority") == "-"
     assert format_cell({"majority": 0.5}, "majority") == "0.5000"

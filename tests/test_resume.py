@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from fedsa.checkpoint import KILL_ENV, Checkpointer
 from fedsa.cli import main
-from fedsa.config import load_config
+from fedsa.config.load import load_config
+from fedsa.engine.checkpoint import KILL_ENV, Checkpointer
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 ROUNDS = 6

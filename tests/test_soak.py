@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedsa.config import load_config
-from fedsa.runner import run
+from fedsa.config.load import load_config
+from fedsa.engine.runner import run
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 

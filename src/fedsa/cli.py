@@ -1,6 +1,6 @@
 """The ``fedsa`` command: ``run``, ``compare``, ``analyze`` and ``list``.
 
-User mistakes (:class:`~fedsa.errors.FedsaError`) print one line on stderr and exit with status 2;
+User mistakes (:class:`~fedsa.core.errors.FedsaError`) print one line on stderr and exit with status 2;
 anything else is a bug and keeps its traceback.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsa.errors import ConfigError, FedsaError
+from fedsa.core.errors import ConfigError, FedsaError
 
 
 def _quiet_libraries() -> None:
@@ -39,7 +39,7 @@ def _progress_run(
     """
     from tqdm import tqdm
 
-    from fedsa.runner import run
+    from fedsa.engine.runner import run
 
     bars: list[tqdm[Any]] = []
 
@@ -69,8 +69,8 @@ def _progress_run(
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``fedsa run CONFIG [key=value ...] --out DIR`` or ``fedsa run [CONFIG] --resume DIR``."""
-    from fedsa.config import config_from_dict, load_config
-    from fedsa.results import RunDir
+    from fedsa.config.load import config_from_dict, load_config
+    from fedsa.engine.results import RunDir
 
     if args.resume is not None:
         if args.out is not None or args.overwrite:
@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of compare results, one row per algorithm (seed means, see report)."""
-    from fedsa.report import format_cell
+    from fedsa.reports.report import format_cell
 
     keys = ["algorithm", "variant", "seeds", "acc_mean", "acc_weighted", "acc_min", "majority"]
     keys += ["mb_up", "mb_down", "trainable", "shared", "wall_s"]
@@ -122,9 +122,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """
     import shlex
 
-    from fedsa.config import load_config
-    from fedsa.report import Run, aggregate_rows, load_run, write_report
-    from fedsa.results import read_summary
+    from fedsa.config.load import load_config
+    from fedsa.engine.results import read_summary
+    from fedsa.reports.report import Run, aggregate_rows, load_run, write_report
 
     names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     if not names:
@@ -185,7 +185,7 @@ def _parse_rounds(text: str | None) -> list[int] | None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``fedsa analyze RUN_DIR``: print one summary line per round and the files written."""
-    from fedsa.analysis import write_analysis
+    from fedsa.reports.analysis import write_analysis
 
     out = Path(args.run_dir) / "analysis" if args.out is None else Path(args.out)
     result = write_analysis(Path(args.run_dir), _parse_rounds(args.rounds), out)
@@ -205,11 +205,11 @@ def _print_section(title: str, rows: Sequence[tuple[str, str]]) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``fedsa list``: algorithms, adapter variants, tasks and model aliases."""
-    from fedsa.adapters import VARIANTS
-    from fedsa.algorithms import ALGORITHMS
-    from fedsa.data import TASKS
-    from fedsa.instruct import GENERATION_TASKS
-    from fedsa.models import ALIASES
+    from fedsa.adapters.variants import VARIANTS
+    from fedsa.algorithms.registry import ALGORITHMS
+    from fedsa.models.loaders import ALIASES
+    from fedsa.tasks.glue import TASKS
+    from fedsa.tasks.instruct import GENERATION_TASKS
 
     _print_section(
         "algorithms:", [(a.name, f"{a.summary}  [{a.paper}]") for a in ALGORITHMS.values()]

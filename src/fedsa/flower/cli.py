@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsa.errors import ConfigError
+from fedsa.core.errors import ConfigError
 from fedsa.flower import flower_env
 from fedsa.flower.launch import Federation, Node, Tls, bin_path, write_app_bundle
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from fedsa.config import load_config
+    from fedsa.config.load import load_config
 
     return load_config(args.config, args.overrides)
 
@@ -46,7 +46,7 @@ def _run_config(args: argparse.Namespace, cfg: Any, out: Path) -> dict[str, Any]
 
 
 def _report(out: Path) -> None:
-    from fedsa.results import read_summary
+    from fedsa.engine.results import read_summary
 
     s = read_summary(out)
     fin = s["final"]
@@ -59,7 +59,7 @@ def _report(out: Path) -> None:
 
 def cmd_local(args: argparse.Namespace) -> int:
     """SuperLink + N SuperNodes on loopback, one run, private states copied into RUN_DIR."""
-    from fedsa.store import load_tensors, save_tensors
+    from fedsa.core.io import load_tensors, save_tensors
 
     cfg = _config(args)
     nodes = args.nodes or cfg.data.num_clients

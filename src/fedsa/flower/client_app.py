@@ -1,9 +1,9 @@
 """The Flower ClientApp: one site's side of every algorithm, by the core's own client step.
 
 Each message is handled in a fresh process (Flower's default isolation), so the handler rebuilds
-the run's pieces from the config the server sent (``fedsa.prepare.prepare``: the same data, split
+the run's pieces from the config the server sent (``fedsa.engine.prepare.prepare``: the same data, split
 and seeded model as the in-process engine), picks this node's client by the stable ``client-id``
-from its node config, and calls :func:`fedsa.client.client_round` unchanged. Only the shared
+from its node config, and calls :func:`fedsa.engine.client.client_round` unchanged. Only the shared
 tensors go back; the private ones stay in ``context.state`` and the node's ``state-dir``.
 
 Node config keys (``flower-supernode --node-config 'client-id=0 state-dir="/var/fedsa"'``):
@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsa.errors import ConfigError
+from fedsa.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fedsa.prepare import Federation
+    from fedsa.algorithms.hooks import ClientStart
+    from fedsa.engine.prepare import Federation
 
 # torch, transformers and peft are imported inside the handlers that need them: every message
 # runs in a fresh process, and the client-id query should not pay seconds of imports.
@@ -69,9 +70,9 @@ class _Site:
     """What one message handler needs: the run's pieces and this node's client."""
 
     def __init__(self, msg: Message, context: Context) -> None:
+        from fedsa.engine.prepare import prepare
         from fedsa.flower.codec import config_from_record, experiment_key, from_record
         from fedsa.flower.state import load_private
-        from fedsa.prepare import prepare
 
         self.settings = msg.content.config_records["config"]
         sent = config_from_record(self.settings)
@@ -92,24 +93,30 @@ class _Site:
         self.k = self.fed.client_ids.index(self.client)
         self.round = int(self.settings["round"])  # type: ignore[arg-type]
         self.state_dir = _state_dir(context)
-        self.shared = from_record(msg.content.array_records["shared"])
+        records = msg.content.array_records
+        self.shared = from_record(records["shared"])
+        self.base = from_record(records["base"]) if "base" in records else {}
         self.private = load_private(
             context, self.state_dir, self.experiment, self.client, self.fed.init_private
         )
 
-    def evaluate(self) -> MetricRecord:
-        """Personalised metrics: received global shared + own private, on own eval shard."""
-        import numpy as np
-
-        from fedsa.client import load_client_state
-        from fedsa.simulation import evaluate_client
+    def start(self) -> ClientStart:
+        """What this client starts from: the received tensors and its own private ones."""
+        from fedsa.algorithms.hooks import ClientStart
 
         fed = self.fed
-        load_client_state(fed.model, fed.frozen, self.shared, self.private)
+        return ClientStart(fed.frozen, self.shared, self.private, fed.init_private, self.base)
+
+    def evaluate(self) -> MetricRecord:
+        """Personalised metrics: received global shared + own private, on own eval shard."""
+        from fedsa.engine.simulation import evaluate_client
+
+        fed = self.fed
+        fed.algorithm.install(fed.model, self.start())
         metrics: dict[str, Any] = dict(evaluate_client(fed, self.k))
-        labels = fed.train.labels[fed.client_train[self.k]]
-        top = int(np.bincount(labels).argmax())
-        metrics["majority"] = float((fed.dev.labels[fed.client_eval[self.k]] == top).mean())
+        prior = fed.scorer.prior(fed.client_train[self.k], fed.client_eval[self.k])
+        if prior is not None:
+            metrics["majority"] = prior
         return MetricRecord(metrics)
 
     def client_record(self) -> ConfigRecord:
@@ -139,7 +146,7 @@ def train(msg: Message, context: Context) -> Message:
     server then needs no separate evaluate message for this client.
     """
     age, start = process_age(), time.perf_counter()
-    from fedsa.client import client_round, client_seed
+    from fedsa.engine.client import client_round, client_seed
     from fedsa.flower.codec import to_record
     from fedsa.flower.state import store_private
 
@@ -152,12 +159,12 @@ def train(msg: Message, context: Context) -> Message:
     result = client_round(
         fed.model,
         fed.layout,
-        frozen=fed.frozen,
-        shared=site.shared,
-        private=site.private,
+        fed.algorithm,
+        start=site.start(),
         data=fed.train,
         indices=fed.client_train[site.k],
         cfg=fed.cfg,
+        round_idx=site.round,
         seed=client_seed(fed.cfg.seed, site.round, site.k),
         device=fed.device,
     )

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
-from fedsa.config import RunConfig, config_from_dict
-from fedsa.params import Tensors
+from fedsa.config.load import config_from_dict
+from fedsa.config.schema import RunConfig
+from fedsa.core.params import Tensors
 
 #: Config keys that may change between runs of one experiment without touching private state.
 _RUN_ONLY = ("eval", "analysis")

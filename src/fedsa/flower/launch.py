@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsa.errors import FedsaError
+from fedsa.core.errors import FedsaError
 from fedsa.flower import flower_env
 
 APP_PYPROJECT = """\

@@ -1,7 +1,7 @@
 """The ServerApp's bookkeeping: RUN_DIR, resume, per-round records and the summary.
 
-Writes the same layout and record keys as the in-process engine (:mod:`fedsa.results`,
-:func:`fedsa.simulation.build_summary`), plus what only a network run has: ``rejected`` (client ->
+Writes the same layout and record keys as the in-process engine (:mod:`fedsa.engine.results`,
+:func:`fedsa.engine.simulation.build_summary`), plus what only a network run has: ``rejected`` (client ->
 reason), ``payload_bytes_up`` (tensor bytes, comparable to the in-process ``bytes_up``) and
 ``bytes_down_eval``. ``bytes_up``/``bytes_down`` here are the ArrayRecords actually sent, as
 Flower counts them (``.npy`` data with headers, plus key names).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,21 @@ import torch
 from flwr.app import Message
 from safetensors import safe_open
 
-from fedsa.algorithms import ALGORITHMS
-from fedsa.config import RunConfig, config_from_dict
-from fedsa.data import TASKS
-from fedsa.errors import ConfigError
+from fedsa.algorithms.registry import ALGORITHMS
+from fedsa.config.load import config_from_dict
+from fedsa.config.schema import RunConfig
+from fedsa.core.errors import ConfigError
+from fedsa.core.io import load_tensors, save_tensors
+from fedsa.core.params import Tensors, numel, read_from
+from fedsa.engine.prepare import build_model, sample_clients
+from fedsa.engine.results import RunDir, read_metrics
+from fedsa.engine.server_step import ServerState
 from fedsa.flower.codec import experiment_key, record_bytes
 from fedsa.flower.screen import Accepted
-from fedsa.params import Tensors, numel, read_from
-from fedsa.prepare import build_model, sample_clients
-from fedsa.results import RunDir, read_metrics
-from fedsa.store import load_tensors, save_tensors
+from fedsa.tasks.glue import TASKS
+
+SERVER_STATE = "server.safetensors"
+"""The server state beyond the shared tensors, for algorithms that have any."""
 
 
 class RunRecorder:
@@ -43,8 +49,12 @@ class RunRecorder:
         self.out = Path(out)
         self.client_ids = [str(k) for k in range(cfg.data.num_clients)]
         labels = TASKS[cfg.data.task].num_labels if cfg.data.task in TASKS else 0
+        self.num_labels = labels
         model, layout = build_model(cfg, labels, torch.device("cpu"))
+        self.algorithm = ALGORITHMS[cfg.algorithm]
+        self.layout = layout
         self.shared: Tensors = read_from(model, layout.shared)
+        self.state = ServerState(shared=self.shared)
         self.params = {
             "trainable": numel(self.shared) + numel(read_from(model, layout.private)),
             "shared": numel(self.shared),
@@ -76,6 +86,10 @@ class RunRecorder:
         with safe_open(str(path), framework="pt") as fh:
             done = int((fh.metadata() or {}).get("round", "0"))
         self.shared = load_tensors(path)
+        extra = self.out / SERVER_STATE
+        self.state = ServerState.restore(
+            self.shared, load_tensors(extra) if extra.exists() else {}
+        )
         old = [r for r in read_metrics(self.out) if r["round"] <= done]
         self.run_dir = RunDir(self.out, overwrite=True)
         for record in old:
@@ -90,14 +104,17 @@ class RunRecorder:
         fed = self.cfg.federation
         return sample_clients(self.client_ids, fed.clients_per_round, self.cfg.seed, t)
 
-    def weight(self, num_examples: int) -> float:
-        """A client's aggregation weight from its reported example count."""
-        return float(num_examples) if self.cfg.federation.weighting == "examples" else 1.0
+    def base_of(self, names: Iterable[str]) -> Tensors:
+        """Initial values of base weights (the seeded model, rebuilt: needed only the first time
+        a server rule changes a base weight).
+        """
+        model, _ = build_model(self.cfg, self.num_labels, torch.device("cpu"))
+        return read_from(model, names)
 
     @staticmethod
     def sent_bytes(msg: Message) -> int:
-        """Bytes of the shared tensors' ArrayRecord in an instruction message."""
-        return record_bytes(msg.content.array_records["shared"])
+        """Bytes of the tensors' ArrayRecords (shared, and base changes if any) in a message."""
+        return sum(record_bytes(r) for r in msg.content.array_records.values())
 
     def round_record(
         self,
@@ -132,9 +149,17 @@ class RunRecorder:
         record["wall_s"] = time.perf_counter() - start
         return record
 
-    def save_global(self, shared: Tensors, t: int) -> None:
-        """Keep the global tensors after round ``t`` (a later run can resume from them)."""
-        save_tensors(self.out / "global.safetensors", shared, {"round": str(t)})
+    def save_global(self, state: ServerState, t: int) -> None:
+        """Keep the server state after round ``t`` (a later run can resume from it).
+
+        ``global.safetensors`` holds the shared tensors; an algorithm with more server state
+        (per-client tensors, base-weight changes, its rule's state) also gets
+        ``server.safetensors`` (written first; each file is replaced atomically).
+        """
+        extra = state.extra_tensors()
+        if extra:
+            save_tensors(self.out / SERVER_STATE, extra, {"round": str(t)})
+        save_tensors(self.out / "global.safetensors", state.shared, {"round": str(t)})
 
     def finish(self, record: dict[str, Any], ev: dict[str, Any] | None, *, folded: bool) -> None:
         """Attach the evaluation (if any), time the round, append the record to metrics.jsonl.
@@ -151,12 +176,12 @@ class RunRecorder:
         self.history.append(record)
         self.run_dir.append_metrics(record)
 
-    def close(self, shared: Tensors) -> dict[str, Any]:
+    def close(self, state: ServerState) -> dict[str, Any]:
         """Write ``global.safetensors`` and ``summary.json``; return the summary."""
         final = self.history[-1]
-        self.save_global(shared, final["round"])
+        self.save_global(state, final["round"])
         ev = final["eval"]
-        majority = ev["majority_per_client"]
+        majority = ev.get("majority_per_client", {})
         summary = {
             "engine": "flower",
             "algorithm": self.cfg.algorithm,
@@ -172,7 +197,11 @@ class RunRecorder:
                 k: v for k, v in ev.items() if k not in ("clients", "majority_per_client", "failed")
             },
             "final_clients": ev["clients"],
-            "majority_baseline": sum(majority.values()) / len(majority),
+            **(
+                {"majority_baseline": sum(majority.values()) / len(majority)}
+                if majority and len(majority) == len(ev["clients"])
+                else {}
+            ),
             "total_bytes_up": final["cum_bytes_up"],
             "total_bytes_down": final["cum_bytes_down"],
             "mb_up": final["cum_bytes_up"] / 1e6,

@@ -2,7 +2,7 @@
 
 Everything a remote client sends is checked before it can reach the average: the reply must have
 arrived, carry no error, hold exactly the expected shared tensors (names, shapes, dtypes, finite
-values, optional norm bound: the in-process engine's own :func:`fedsa.aggregate.screen_updates`)
+values, optional norm bound: the in-process engine's own :func:`fedsa.algorithms.aggregate.screen_updates`)
 and a positive finite example count. A bad reply is dropped with a reason that the round's
 metrics record keeps (``rejected``).
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from flwr.app import Message
 
-from fedsa.aggregate import screen_updates
+from fedsa.algorithms.aggregate import screen_updates
+from fedsa.core.params import Tensors, nbytes
 from fedsa.flower.codec import from_record, record_bytes
-from fedsa.params import Tensors, nbytes
 
 
 @dataclass(frozen=True)

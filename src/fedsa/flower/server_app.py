@@ -1,6 +1,7 @@
 """The Flower ServerApp: the in-process round loop's server half over Flower messages.
 
-sample -> send train messages -> screen replies -> :func:`fedsa.aggregate.weighted_mean` ->
+sample -> send train messages -> screen replies -> the algorithm's server rule (through
+:func:`fedsa.engine.server_step.server_update`, the in-process engine's own server step) ->
 evaluate -> record. The server holds no data: it builds the seeded model only to know the initial
 shared tensors (the same ones every client builds), and takes example counts, losses and
 personalised metrics from the clients' replies. It writes the in-process engine's RUN_DIR layout
@@ -24,14 +25,15 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedsa.aggregate import weighted_mean
-from fedsa.config import RunConfig
-from fedsa.errors import ConfigError, UpdateError
-from fedsa.evaluate import summarize
+from fedsa.algorithms.hooks import Upload
+from fedsa.config.schema import RunConfig
+from fedsa.core.errors import ConfigError, UpdateError
+from fedsa.core.params import Tensors
+from fedsa.engine.metrics import summarize
+from fedsa.engine.server_step import expected_upload, server_update, upload_weight
 from fedsa.flower.codec import config_record, to_record
 from fedsa.flower.records import RunRecorder
 from fedsa.flower.screen import Accepted, screen_reply
-from fedsa.params import Tensors
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class Settings:
         """Read and check the run config (``config-json`` and ``out-dir`` are required)."""
         import json
 
-        from fedsa.config import config_from_dict
+        from fedsa.config.load import config_from_dict
 
         if not rc.get("config-json") or not rc.get("out-dir"):
             raise ConfigError(
@@ -151,10 +153,19 @@ def discover(grid: Grid, client_ids: list[str], timeout: float) -> dict[str, int
 
 
 def message(
-    node: int, kind: str, shared: Tensors, cfg: RunConfig, **extra: int | float | bool | str
+    node: int,
+    kind: str,
+    shared: Tensors,
+    cfg: RunConfig,
+    base: Tensors | None = None,
+    **extra: int | float | bool | str,
 ) -> Message:
-    """A train or evaluate instruction: the global shared tensors and the config."""
+    """A train or evaluate instruction: the shared tensors for this client, base-weight changes
+    (only for algorithms whose server rule makes any) and the config.
+    """
     content = RecordDict({"shared": to_record(shared), "config": config_record(cfg, **extra)})
+    if base:
+        content["base"] = to_record(base)
     return Message(content, node, kind)
 
 
@@ -188,7 +199,7 @@ def collect_eval(results: dict[str, dict[str, float] | str]) -> dict[str, Any]:
         raise UpdateError(f"no client returned evaluation metrics: {failed}")
     per_client = {c: {k: r[k] for k in ("accuracy", "loss", "n")} for c, r in ok.items()}
     out: dict[str, Any] = {"clients": per_client, **summarize(per_client)}
-    out["majority_per_client"] = {c: r["majority"] for c, r in ok.items()}
+    out["majority_per_client"] = {c: r["majority"] for c, r in ok.items() if "majority" in r}
     if failed:
         out["failed"] = failed
     return out
@@ -202,18 +213,19 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
     nodes = discover(grid, rec.client_ids, s.node_timeout)
     rec.discovery_s = time.perf_counter() - found
     log.info("clients -> nodes: %s (%.1fs)", nodes, rec.discovery_s)
-    shared = rec.shared
+    state = rec.state
     pending: dict[str, Any] | None = None  # a round whose evaluation rides on the next train
+
+    def to(c: str, kind: str, t: int, **extra: int | float | bool | str) -> Message:
+        return message(nodes[c], kind, state.sent_to(c), cfg, state.base, round=t, **extra)
+
     for t in range(rec.next_round, cfg.federation.rounds + 1):
         start = time.perf_counter()
         participants = rec.sample(t)
-        msgs = [
-            message(nodes[c], "train", shared, cfg, round=t, **{"eval-before": pending is not None})
-            for c in participants
-        ]
+        msgs = [to(c, "train", t, **{"eval-before": pending is not None}) for c in participants]
         others = [c for c in rec.client_ids if c not in participants]
         if pending is not None:  # clients not training this round are evaluated on their own
-            msgs += [message(nodes[c], "evaluate", shared, cfg, round=t - 1) for c in others]
+            msgs += [to(c, "evaluate", t - 1) for c in others]
         replies = exchange(grid, msgs, s.round_timeout, poll_s=s.poll_s)
         by_client = {c: replies.get(nodes[c]) for c in rec.client_ids}
         if pending is not None:
@@ -224,7 +236,8 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         accepted: dict[str, Accepted] = {}
         rejected: dict[str, str] = {}
         for c in participants:
-            verdict = screen_reply(by_client[c], shared, c, cfg.federation.max_update_norm)
+            expected = expected_upload(rec.algorithm, rec.layout, cfg, t, state.sent_to(c))
+            verdict = screen_reply(by_client[c], expected, c, cfg.federation.max_update_norm)
             if isinstance(verdict, str):
                 log.warning("round %d: rejected client %s: %s", t, c, verdict)
                 rejected[c] = verdict
@@ -233,19 +246,31 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         skipped = len(accepted) < cfg.federation.min_clients
         if skipped:  # as in-process: the shared state stays; the round is recorded as skipped
             log.warning("round %d skipped: %d valid replies < min_clients", t, len(accepted))
-        elif shared:
-            weights = [rec.weight(a.num_examples) for a in accepted.values()]
-            shared = weighted_mean([a.upload for a in accepted.values()], weights)
+        else:  # the algorithm's server rule, exactly as in-process
+            uploads = [
+                Upload(c, a.upload, upload_weight(cfg, a.num_examples), state.sent_to(c))
+                for c, a in accepted.items()
+            ]
+            state = server_update(
+                rec.algorithm,
+                state,
+                uploads,
+                round_idx=t,
+                cfg=cfg,
+                layout=rec.layout,
+                client_ids=rec.client_ids,
+                base_of=rec.base_of,
+            )
         train_msgs = msgs[: len(participants)]
         record = rec.round_record(t, participants, accepted, rejected, train_msgs, start)
         record["accepted"], record["skipped"] = list(accepted), skipped
         record["client_timing"] = timing_of({c: by_client[c] for c in participants})
-        rec.save_global(shared, t)
+        rec.save_global(state, t)
         due = t % cfg.eval.every == 0 or t == cfg.federation.rounds
         if due and s.fold_eval and t < cfg.federation.rounds:
             pending = record
         elif due:
-            ev = [message(nodes[c], "evaluate", shared, cfg, round=t) for c in rec.client_ids]
+            ev = [to(c, "evaluate", t) for c in rec.client_ids]
             replies = exchange(grid, ev, s.round_timeout, poll_s=s.poll_s)
             record["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in ev)
             results = {c: eval_of(replies.get(nodes[c])) for c in rec.client_ids}
@@ -253,7 +278,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
             rec.finish(record, collect_eval(results), folded=False)
         else:
             rec.finish(record, None, folded=False)
-    return rec.close(shared)
+    return rec.close(state)
 
 
 @app.main()

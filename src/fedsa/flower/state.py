@@ -3,7 +3,7 @@
 Flower keeps ``context.state`` for one run only, and ``node_id`` is random per SuperNode start, so
 durable state is a safetensors file in a node-local directory keyed by the stable client id from
 the node config and by the experiment (:func:`~fedsa.flower.codec.experiment_key`). Writes are
-atomic (:func:`fedsa.store.save_tensors`): a SuperNode killed mid-write leaves the previous file.
+atomic (:func:`fedsa.core.io.save_tensors`): a SuperNode killed mid-write leaves the previous file.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import torch
 from flwr.app import ConfigRecord, Context
 from safetensors import safe_open
 
+from fedsa.core.io import load_tensors, save_tensors
+from fedsa.core.params import Tensors
 from fedsa.flower.codec import from_record, to_record
-from fedsa.params import Tensors
-from fedsa.store import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,59 @@
+"""The algorithms that are data alone: what trains, what is shared, what stays on the client.
+
+Each is a few lines: no hook differs from the defaults (the same plan every round, the weighted
+mean on the server, every tensor written as received). Compare the table in the README.
+"""
+
+from __future__ import annotations
+
+from fedsa.algorithms.spec import Algorithm
+from fedsa.core.slots import HEAD, A, B
+
+FEDSA_LORA = Algorithm(
+    name="fedsa-lora",
+    trains=frozenset({A, B, HEAD}),
+    shares=frozenset({A}),
+    head_configurable=False,
+    summary="share and average A; keep B and the head per client (personalised)",
+    paper="Guo et al., Selective Aggregation for LoRA in Federated Learning, "
+    "ICLR 2025, arXiv 2410.01463",
+)
+
+FEDIT = Algorithm(
+    name="fedit",
+    trains=frozenset({A, B, HEAD}),
+    shares=frozenset({A, B}),
+    head_configurable=True,
+    summary="LoRA-FedAvg: train and average both A and B",
+    paper="Zhang et al., Towards Building the Federated GPT: Federated Instruction "
+    "Tuning, arXiv 2305.05644",
+)
+
+FFA_LORA = Algorithm(
+    name="ffa-lora",
+    trains=frozenset({B, HEAD}),
+    shares=frozenset({B}),
+    head_configurable=True,
+    summary="A random, identical on all clients and frozen; train and average B",
+    paper="Sun et al., Improving LoRA in Privacy-preserving Federated Learning, "
+    "ICLR 2024, arXiv 2403.12313",
+)
+
+LOCAL_ONLY = Algorithm(
+    name="local-only",
+    trains=frozenset({A, B, HEAD}),
+    shares=frozenset(),
+    head_configurable=False,
+    summary="reference: every client trains alone, nothing is sent",
+    paper="reference point (no federation)",
+)
+
+CENTRALIZED = Algorithm(
+    name="centralized",
+    trains=frozenset({A, B, HEAD}),
+    shares=frozenset({A, B, HEAD}),
+    head_configurable=False,
+    summary="reference: one model on the pooled data, same step budget, nothing sent",
+    paper="reference point (upper bound without data separation)",
+    pooled=True,
+)

@@ -1,0 +1,152 @@
+"""The typed extension points of an algorithm, and the values they exchange with the engine.
+
+One hook per thing that differs between methods (a Flower strategy overrides one method; there is
+no implementation inheritance here). Each hook is a plain function type; its default lives next
+to it or in :mod:`fedsa.algorithms.rules` / :mod:`fedsa.algorithms.install`. Both engines (the
+in-process simulator and Flower) call the same hooks through :mod:`fedsa.engine.server_step` and
+:mod:`fedsa.engine.client`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from fedsa.config.schema import AdapterConfig, RunConfig
+from fedsa.core.params import Tensors
+from fedsa.core.slots import Slot
+from fedsa.tasks.base import TaskEval
+
+# --------------------------------------------------------------------------- round schedule
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Consecutive local steps that train only ``slots`` (the rest get no gradient)."""
+
+    slots: frozenset[Slot]
+    steps: int
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """One round of one algorithm: its local training phases and the slots it uploads."""
+
+    phases: tuple[Phase, ...]
+    sends: frozenset[Slot] | None = None
+    """Slots uploaded this round (None: every shared slot). RoLoRA sends one factor a round."""
+
+
+RoundSchedule = Callable[[frozenset[Slot], int, RunConfig], RoundPlan]
+"""``(the algorithm's trained slots, round t >= 1, config) -> the plan of round t``."""
+
+
+def same_every_round(trains: frozenset[Slot], round_idx: int, cfg: RunConfig) -> RoundPlan:
+    """The default schedule: every trained slot, all local steps, every shared slot sent."""
+    return RoundPlan(phases=(Phase(trains, cfg.federation.local_steps),))
+
+
+# --------------------------------------------------------------------------- server rule
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One accepted client upload, as the server rule sees it."""
+
+    client: str
+    tensors: Tensors
+    """The uploaded tensors (this round's sent slots)."""
+    weight: float
+    """Aggregation weight: the client's example count, or 1 with uniform weighting."""
+    received: Tensors
+    """What this client was sent this round (its starting point: ``tensors - received`` is its
+    update, as DP clipping needs)."""
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """Everything a server rule may read besides the uploads. Rules must not mutate it."""
+
+    round: int
+    cfg: RunConfig
+    shared: Tensors
+    """The global shared tensors before this round's aggregation."""
+    state: Tensors
+    """The rule's own state from the previous round (empty at first)."""
+    slots: Mapping[str, Slot]
+    """Slot of every adapter parameter name."""
+    scale: float
+    """The adapter's scale ``s`` (alpha/r or alpha/sqrt(r); 1 for VeRA)."""
+    client_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ServerOutput:
+    """What a server rule returns; the engine stores it and sends it."""
+
+    shared: Tensors
+    """New global shared tensors (every shared name): what each client receives."""
+    per_client: Mapping[str, Tensors] = field(default_factory=dict)
+    """Tensors for particular clients that replace same-named ones of ``shared`` when they are
+    next sent (FlexLoRA's per-client truncations)."""
+    base_delta: Tensors = field(default_factory=dict)
+    """Additions to base-model weights, by parameter name (a merged product or residual). The
+    engine accumulates them and every client installs the result."""
+    state: Tensors = field(default_factory=dict)
+    """The rule's state for the next round (saved in checkpoints, restored exactly)."""
+
+
+ServerRule = Callable[[Sequence[Upload], ServerContext], ServerOutput]
+
+
+# --------------------------------------------------------------------------- install step
+
+
+@dataclass(frozen=True)
+class ClientStart:
+    """Everything a client's model is built from at the start of its round or evaluation."""
+
+    frozen: Tensors
+    """Common never-trained adapter tensors (FFA-LoRA's A)."""
+    shared: Tensors
+    """What the server sent this client."""
+    private: Tensors
+    """The client's own tensors from its last participation."""
+    initial_private: Tensors
+    """The common initial private tensors (for steps that re-initialise the adapter)."""
+    base: Tensors
+    """Base-model weights changed by the server so far (absolute values; usually empty)."""
+
+
+InstallStep = Callable[[torch.nn.Module, ClientStart], None]
+"""Write a client's complete starting state into the one model."""
+
+
+# --------------------------------------------------------------------------- model and evaluation
+
+
+ModelHook = Callable[[torch.nn.Module, AdapterConfig, RunConfig], None]
+"""Extends the freshly built PEFT model (FedDPA adds its local adapter)."""
+
+
+@dataclass(frozen=True)
+class ClientEval:
+    """What evaluating one client's personalised model needs (the model holds its state)."""
+
+    model: torch.nn.Module
+    task: TaskEval
+    client: int
+    """The client's index."""
+    train_indices: Sequence[int]
+    eval_indices: Sequence[int]
+    cfg: RunConfig
+
+
+ClientEvaluator = Callable[[ClientEval], dict[str, float]]
+
+
+def task_evaluation(e: ClientEval) -> dict[str, float]:
+    """The default evaluator: the task's own metric on the client's evaluation shard."""
+    return e.task.evaluate(e.model, e.eval_indices)

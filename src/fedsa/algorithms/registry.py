@@ -1,0 +1,16 @@
+"""Every algorithm by its kebab-case id: the one place a new algorithm is added.
+
+The order is the order of ``fedsa list``. To add an algorithm, write its :class:`Algorithm` (data,
+plus the hooks that differ) in a module of this package and add it to the tuple below; see
+``docs/architecture.md`` for a worked example.
+"""
+
+from __future__ import annotations
+
+from fedsa.algorithms.basic import CENTRALIZED, FEDIT, FEDSA_LORA, FFA_LORA, LOCAL_ONLY
+from fedsa.algorithms.feddpa import FEDDPA
+from fedsa.algorithms.spec import Algorithm
+
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a for a in (FEDSA_LORA, FEDIT, FFA_LORA, FEDDPA, LOCAL_ONLY, CENTRALIZED)
+}

@@ -1,0 +1,113 @@
+"""One client's round: install what it received, train by the round's plan, split, upload.
+
+This is the whole client side of every algorithm: the algorithm's install step puts the
+received tensors (and its own private ones) into the model, its round schedule says which slots
+train in which phase and which are uploaded. The in-process simulator and the Flower ClientApp
+both call :func:`client_round`, so the two engines cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedsa.adapters.layout import Layout, apply_trainable
+from fedsa.algorithms.hooks import ClientStart
+from fedsa.algorithms.spec import Algorithm
+from fedsa.config.schema import RunConfig
+from fedsa.core.device import autocast_dtype
+from fedsa.core.params import Tensors, read_from
+from fedsa.engine.train import train_steps
+from fedsa.tasks.batching import Encoded, collate, sample_batches
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """What a client produces in one round."""
+
+    upload: Tensors
+    """The shared tensors of the round's sent slots after local training: the only thing sent
+    to the server."""
+    private: Tensors
+    """The private tensors after local training: stay on the client."""
+    train_loss: float
+    num_examples: int
+
+
+def client_seed(seed: int, round_idx: int, client_index: int) -> int:
+    """A seed for (run seed, round, client), independent of which other clients take part."""
+    return int(np.random.SeedSequence([seed, round_idx, client_index]).generate_state(1)[0])
+
+
+def client_round(
+    model: torch.nn.Module,
+    layout: Layout,
+    algorithm: Algorithm,
+    *,
+    start: ClientStart,
+    data: Encoded,
+    indices: Sequence[int],
+    cfg: RunConfig,
+    round_idx: int,
+    seed: int,
+    device: torch.device,
+) -> ClientResult:
+    """Install, run the round's local phases for one client, and return its upload and new state.
+
+    Args:
+        model: the one PEFT model of this process (its adapter state is overwritten).
+        layout: which names are shared, private and frozen.
+        algorithm: whose install step and round schedule to follow.
+        start: what the client starts from (received tensors, its private ones, base changes).
+        data: the tokenised training split.
+        indices: this client's training examples.
+        cfg: run configuration (local steps, batch size, optimizer).
+        round_idx: the round (the schedule may differ by round).
+        seed: from :func:`client_seed`; fixes batch order and dropout.
+        device: where the model lives.
+    """
+    algorithm.install(model, start)
+    plan = algorithm.schedule(algorithm.trains, round_idx, cfg)
+    total = sum(phase.steps for phase in plan.phases)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    batches = sample_batches(
+        indices,
+        total,
+        cfg.federation.batch_size,
+        rng,
+        lengths=data.lengths if cfg.federation.group_by_length else None,
+    )
+    dtype = autocast_dtype(cfg.precision, device)
+    params = dict(model.named_parameters())
+    losses: list[float] = []
+    offset = 0
+    for phase in plan.phases:
+        if phase.steps == 0:
+            continue
+        names = layout.names(phase.slots, layout.trainable)
+        trained = set(names)
+        for name, param in params.items():  # only this phase's tensors get gradients
+            param.requires_grad_(name in trained)
+        chunk = batches[offset : offset + phase.steps]
+        offset += phase.steps
+        loss = train_steps(
+            model,
+            [params[n] for n in names],
+            (collate(data, b) for b in chunk),
+            cfg.optim,
+            device,
+            dtype,
+        )
+        losses.append(loss * phase.steps)
+    apply_trainable(model, layout)
+    sent = layout.shared if plan.sends is None else layout.names(plan.sends, layout.shared)
+    return ClientResult(
+        upload=read_from(model, sent),
+        private=read_from(model, layout.private),
+        train_loss=sum(losses) / total,
+        num_examples=len(indices),
+    )

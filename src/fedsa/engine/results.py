@@ -1,0 +1,122 @@
+"""The run directory: what a person and a program read after a run.
+
+Layout::
+
+    RUN_DIR/config.json               resolved config (every field, defaults included)
+    RUN_DIR/metrics.jsonl             one JSON object per round
+    RUN_DIR/summary.json              final-round numbers, totals, parameter counts
+    RUN_DIR/global.safetensors        the server's shared tensors after the last round
+    RUN_DIR/clients/<id>.safetensors  each client's private tensors
+    RUN_DIR/checkpoints/round_<t>/    the newest checkpoints (see :mod:`fedsa.engine.checkpoint`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedsa.core.errors import ConfigError, FedsaError
+from fedsa.core.io import atomic_write_bytes, atomic_write_json, save_tensors
+from fedsa.engine.store import ClientStore
+
+
+class RunDir:
+    """Writer for one run directory."""
+
+    ARTIFACTS = ("metrics.jsonl", "summary.json", "global.safetensors", "config.json")
+    FOLDERS = ("clients", "checkpoints", "snapshots", "analysis")
+
+    def __init__(self, path: Path, *, overwrite: bool = False) -> None:
+        """Create (or, with ``overwrite``, empty of an earlier run) the directory."""
+        RunDir.check(path, overwrite=overwrite)
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create --out {str(self.path)!r}: {exc.strerror}") from None
+        for name in self.ARTIFACTS:
+            (self.path / name).unlink(missing_ok=True)
+        for name in self.FOLDERS:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
+    @staticmethod
+    def check(path: Path, *, overwrite: bool = False) -> None:
+        """Refuse a path that is a file, or that holds a run, without changing anything."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out {str(path)!r} is a file: choose a directory path")
+        held = any((path / n).exists() for n in ("metrics.jsonl", "config.json"))
+        if held and not overwrite:
+            raise ConfigError(
+                f"--out {str(path)!r} already holds a run: choose another directory, pass "
+                "--overwrite to replace it, or --resume to continue it"
+            )
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunDir:
+        """An existing run directory, to be continued (nothing is deleted)."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"--resume {str(path)!r} is not a run directory (no config.json): give the "
+                "--out folder of an earlier fedsa run"
+            )
+        run_dir = cls.__new__(cls)
+        run_dir.path = path
+        return run_dir
+
+    def read_config(self) -> dict[str, Any]:
+        """The saved resolved config."""
+        try:
+            with open(self.path / "config.json", encoding="utf-8") as fh:
+                data: dict[str, Any] = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise FedsaError(
+                f"{self.path / 'config.json'} is unreadable ({exc}): the run cannot be resumed; "
+                "start a new run"
+            ) from None
+        return data
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` by ``records`` (a resume drops rounds after its checkpoint)."""
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write_bytes(self.path / "metrics.jsonl", text.encode())
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Save the resolved config."""
+        atomic_write_json(self.path / "config.json", dict(config))
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        """Append one round's record and flush it to disk, so a crash loses at most one line."""
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_tensors(self, global_shared: Mapping[str, torch.Tensor], store: ClientStore) -> None:
+        """Save the global shared tensors and every client's private tensors."""
+        save_tensors(self.path / "global.safetensors", global_shared)
+        store.save(self.path / "clients")
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Save the run summary."""
+        atomic_write_json(self.path / "summary.json", dict(summary))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All round records of a run directory."""
+    with open(Path(path) / "metrics.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The summary of a run directory."""
+    with open(Path(path) / "summary.json", encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data

@@ -1,0 +1,145 @@
+"""The server half of a round, shared by the in-process engine and the Flower ServerApp.
+
+What the server holds between rounds is a :class:`ServerState`: the global shared tensors, any
+per-client tensors a rule produced, the base-weight changes accumulated so far, and the rule's own
+state. :func:`server_update` screens nothing and knows no algorithm: it calls the algorithm's
+server rule on the accepted uploads and folds the output into the next state. Both engines call
+it, so no server rule has a second implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from fedsa.adapters.layout import Layout
+from fedsa.algorithms.aggregate import screen_updates
+from fedsa.algorithms.hooks import ServerContext, Upload
+from fedsa.algorithms.spec import Algorithm
+from fedsa.config.schema import RunConfig
+from fedsa.core.params import Tensors, select
+
+BaseReader = Callable[[Iterable[str]], Tensors]
+"""Reads the current values of base-model weights by name (the server's copy of the model)."""
+
+_PER_CLIENT, _BASE, _RULE = "per_client/", "base/", "rule/"
+
+
+@dataclass
+class ServerState:
+    """Everything the server carries from one round to the next (checkpointed whole)."""
+
+    shared: Tensors
+    """Global shared tensors: what every client receives unless ``per_client`` overrides."""
+    per_client: dict[str, Tensors] = field(default_factory=dict)
+    """Tensors for particular clients, replacing same-named ones of ``shared``."""
+    base: Tensors = field(default_factory=dict)
+    """Absolute current values of base weights the server has changed (empty: none)."""
+    rule: Tensors = field(default_factory=dict)
+    """The server rule's own state."""
+
+    def sent_to(self, client: str) -> Tensors:
+        """The shared tensors client ``client`` receives."""
+        return {**self.shared, **self.per_client.get(client, {})}
+
+    def extra_tensors(self) -> Tensors:
+        """Everything but ``shared``, flattened with prefixes for one safetensors file."""
+        out: Tensors = {f"{_BASE}{k}": v for k, v in self.base.items()}
+        out.update({f"{_RULE}{k}": v for k, v in self.rule.items()})
+        for client, tensors in self.per_client.items():
+            out.update({f"{_PER_CLIENT}{client}/{k}": v for k, v in tensors.items()})
+        return out
+
+    @classmethod
+    def restore(cls, shared: Tensors, extra: Mapping[str, torch.Tensor]) -> ServerState:
+        """The inverse of :meth:`extra_tensors`, given the shared tensors."""
+        state = cls(shared=dict(shared))
+        for key, value in extra.items():
+            if key.startswith(_BASE):
+                state.base[key[len(_BASE) :]] = value
+            elif key.startswith(_RULE):
+                state.rule[key[len(_RULE) :]] = value
+            elif key.startswith(_PER_CLIENT):
+                client, name = key[len(_PER_CLIENT) :].split("/", 1)
+                state.per_client.setdefault(client, {})[name] = value
+            else:
+                raise ValueError(f"unknown server-state entry {key!r}")
+        return state
+
+
+def adapter_scale(cfg: RunConfig) -> float:
+    """The adapter's scale ``s``: alpha/r (LoRA), alpha/sqrt(r) (rsLoRA), 1 (VeRA)."""
+    if cfg.adapter.variant == "rslora":
+        return cfg.adapter.alpha / math.sqrt(cfg.adapter.r)
+    if cfg.adapter.variant == "lora":
+        return cfg.adapter.alpha / cfg.adapter.r
+    return 1.0
+
+
+def upload_weight(cfg: RunConfig, num_examples: int) -> float:
+    """A client's aggregation weight: its example count, or 1 with uniform weighting."""
+    return float(num_examples) if cfg.federation.weighting == "examples" else 1.0
+
+
+def expected_upload(
+    algorithm: Algorithm, layout: Layout, cfg: RunConfig, round_idx: int, sent: Tensors
+) -> Tensors:
+    """What a client's upload must look like in round t: the sent tensors of the plan's slots."""
+    sends = algorithm.schedule(algorithm.trains, round_idx, cfg).sends
+    names = layout.shared if sends is None else layout.names(sends, layout.shared)
+    return select(sent, names)
+
+
+def screen_round(
+    uploads: Mapping[str, Tensors], expected: Mapping[str, Tensors], max_norm: float | None
+) -> tuple[list[str], dict[str, str]]:
+    """Accepted client ids (in the order given) and rejection reasons, each upload judged
+    against what that client was expected to send (:func:`screen_updates`).
+    """
+    accepted: list[str] = []
+    rejected: dict[str, str] = {}
+    for client, upload in uploads.items():
+        ok, bad = screen_updates({client: upload}, expected[client], max_norm=max_norm)
+        accepted += ok
+        rejected.update(bad)
+    return accepted, rejected
+
+
+def server_update(
+    algorithm: Algorithm,
+    state: ServerState,
+    uploads: Sequence[Upload],
+    *,
+    round_idx: int,
+    cfg: RunConfig,
+    layout: Layout,
+    client_ids: Sequence[str],
+    base_of: BaseReader,
+) -> ServerState:
+    """Apply the algorithm's server rule to a round's accepted uploads; returns the next state.
+
+    Base deltas are added (in float64, cast back) to the current base values, so the state holds
+    absolute values that any client, however many rounds it missed, installs exactly.
+    """
+    ctx = ServerContext(
+        round=round_idx,
+        cfg=cfg,
+        shared=state.shared,
+        state=state.rule,
+        slots=layout.slots,
+        scale=adapter_scale(cfg),
+        client_ids=client_ids,
+    )
+    out = algorithm.server_rule(uploads, ctx)
+    base = dict(state.base)
+    if out.base_delta:
+        fresh = [n for n in out.base_delta if n not in base]
+        base.update(base_of(fresh) if fresh else {})
+        for name, delta in out.base_delta.items():
+            current = base[name]
+            base[name] = (current.double() + delta.double()).to(current.dtype)
+    per_client = {**state.per_client, **{c: dict(t) for c, t in out.per_client.items()}}
+    return ServerState(shared=dict(out.shared), per_client=per_client, base=base, rule=out.state)

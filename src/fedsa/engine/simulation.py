@@ -1,0 +1,274 @@
+"""The in-process simulator: the round loop, reading top to bottom.
+
+sample -> send -> local train -> screen -> server rule -> evaluate -> record -> checkpoint.
+One base model lives in memory; each client's private tensors live in a
+:class:`~fedsa.engine.store.ClientStore` and are swapped in exactly by the algorithm's install
+step. The client step (:func:`~fedsa.engine.client.client_round`) and the server step
+(:func:`~fedsa.engine.server_step.server_update`) call the algorithm's hooks, and evaluation calls
+the task's scorer, so the loop never branches on the algorithm or the task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fedsa.algorithms.hooks import ClientEval, ClientStart, Upload
+from fedsa.core.device import autocast, autocast_dtype
+from fedsa.core.params import Tensors, nbytes, read_from
+from fedsa.engine.checkpoint import Checkpoint, Checkpointer
+from fedsa.engine.client import ClientResult, client_round, client_seed
+from fedsa.engine.faults import (
+    BAD_UPDATE,
+    LOST_REPLY,
+    TRAIN_ERROR,
+    ClientFailure,
+    FaultPlan,
+    corrupt,
+)
+from fedsa.engine.metrics import summarize
+from fedsa.engine.prepare import Federation, sample_clients
+from fedsa.engine.results import RunDir
+from fedsa.engine.server_step import (
+    ServerState,
+    expected_upload,
+    screen_round,
+    server_update,
+    upload_weight,
+)
+from fedsa.engine.store import ClientStore
+
+log = logging.getLogger(__name__)
+
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """What one client received and produced in one round, for observers (tests, analysis).
+
+    ``received_private`` is the client's private state as restored at the start of its round;
+    ``result`` holds its upload and new private state after local training, before aggregation.
+    """
+
+    round: int
+    client: str
+    received_shared: Tensors
+    received_private: Tensors
+    result: ClientResult
+
+
+ClientCallback = Callable[[ClientEvent], None]
+
+
+def client_start(fed: Federation, state: ServerState, cid: str, private: Tensors) -> ClientStart:
+    """What client ``cid`` starts from: what the server sends it, plus its own private state."""
+    return ClientStart(
+        frozen=fed.frozen,
+        shared=state.sent_to(cid),
+        private=private,
+        initial_private=fed.init_private,
+        base=state.base,
+    )
+
+
+def evaluate_clients(
+    fed: Federation, state: ServerState, store: ClientStore, clients: list[str] | None = None
+) -> dict[str, Any]:
+    """Each client's personalised model (what the server sends it + own private) on its shard.
+
+    ``clients`` names whom to evaluate (None: every client); see ``eval.clients``.
+    """
+    per_client: dict[str, dict[str, float]] = {}
+    position = {cid: k for k, cid in enumerate(fed.client_ids)}
+    for cid in fed.client_ids if clients is None else clients:
+        fed.algorithm.install(fed.model, client_start(fed, state, cid, store.get(cid)))
+        per_client[cid] = evaluate_client(fed, position[cid])
+    return {"clients": per_client, **summarize(per_client)}
+
+
+def evaluate_client(fed: Federation, k: int) -> dict[str, float]:
+    """Client ``k``'s metrics with whatever adapter state the model holds now.
+
+    The algorithm's evaluator decides how (FedDPA mixes its adapters per input); by default it is
+    the task's own scorer.
+    """
+    cfg = fed.cfg
+    request = ClientEval(fed.model, fed.scorer, k, fed.client_train[k], fed.client_eval[k], cfg)
+    with autocast(fed.device, autocast_dtype(cfg.precision, fed.device)):
+        return fed.algorithm.evaluate(request)
+
+
+def finish_round(
+    fed: Federation,
+    record: dict[str, Any],
+    state: ServerState,
+    store: ClientStore,
+    start: float,
+    history: list[dict[str, Any]],
+    run_dir: RunDir | None,
+    on_round: RoundCallback | None,
+) -> None:
+    """Evaluate when due, time the round, and hand its record to history, disk and observer.
+
+    ``eval_s`` (evaluation time) is recorded next to ``wall_s`` (whole round, evaluation included).
+    """
+    t = record["round"]
+    if t % fed.cfg.eval.every == 0 or t == fed.cfg.federation.rounds:
+        who = record["participants"] if fed.cfg.eval.clients == "participants" else None
+        eval_start = time.perf_counter()
+        record["eval"] = evaluate_clients(fed, state, store, who)
+        record["eval_s"] = time.perf_counter() - eval_start
+    record["wall_s"] = time.perf_counter() - start
+    history.append(record)
+    if run_dir is not None:
+        run_dir.append_metrics(record)
+    if on_round is not None:
+        on_round(record)
+
+
+def client_turn(
+    fed: Federation, round_idx: int, cid: str, start: ClientStart, plan: FaultPlan
+) -> tuple[ClientResult, ClientResult]:
+    """One client's local training as the server will see it, with any injected fault.
+
+    Returns the genuine result (its private state is what the client would keep) and the
+    result as received (its upload possibly corrupted).
+
+    Raises:
+        ClientFailure: the client crashed in training or its reply was lost.
+    """
+    cfg = fed.cfg
+    k = fed.client_ids.index(cid)
+    fault = plan.fault(round_idx, k)
+    result = client_round(
+        fed.model,
+        fed.layout,
+        fed.algorithm,
+        start=start,
+        data=fed.train,
+        indices=fed.client_train[k],
+        cfg=cfg,
+        round_idx=round_idx,
+        seed=client_seed(cfg.seed, round_idx, k),
+        device=fed.device,
+    )
+    if fault == TRAIN_ERROR:  # the model is left half-trained, as a real crash would leave it
+        raise ClientFailure("injected fault: training raised")
+    if fault == LOST_REPLY:
+        raise ClientFailure("injected fault: reply lost")
+    received = result
+    if fault == BAD_UPDATE:
+        bad = corrupt(result.upload, result.private, plan.bad_kind(round_idx, k))
+        received = dataclasses.replace(result, upload=bad)
+    return result, received
+
+
+def run_rounds(
+    fed: Federation,
+    run_dir: RunDir | None = None,
+    on_round: RoundCallback | None = None,
+    on_client: ClientCallback | None = None,
+    *,
+    resume: Checkpoint | None = None,
+    checkpointer: Checkpointer | None = None,
+) -> tuple[ServerState, ClientStore, list[dict[str, Any]]]:
+    """Run all rounds (from ``resume`` on, if given); returns final server state, store, metrics.
+
+    Every upload is screened against what that client was expected to send (keys, shapes,
+    dtypes, finite values, optional norm bound). A round applies the algorithm's server rule to
+    the valid ones if at least ``federation.min_clients`` remain; otherwise it is skipped: the
+    server state stays and no client's state changes. A client that fails or whose update is
+    rejected keeps its private state from before the round.
+
+    Args:
+        fed: the prepared run.
+        run_dir: where to append ``metrics.jsonl`` lines (None: keep in memory only).
+        on_round: called with each round's metrics record.
+        on_client: called with what the server receives from each client, before screening.
+        resume: continue after this checkpoint's round instead of starting from round 1.
+        checkpointer: writes a checkpoint after the rounds it says are due.
+    """
+    cfg, algorithm = fed.cfg, fed.algorithm
+    state = ServerState(shared=dict(fed.init_shared))
+    store = ClientStore(fed.init_private, fed.client_ids)
+    history: list[dict[str, Any]] = []
+    if resume is not None:
+        state = ServerState.restore(resume.shared, resume.server)
+        store.restore(resume.private)
+        history = list(resume.history)
+        resume.restore_rng()
+    plan = FaultPlan(cfg.faults, cfg.seed)
+    sizes = {cid: len(part) for cid, part in zip(fed.client_ids, fed.client_train, strict=True)}
+    cum_up = history[-1]["cum_bytes_up"] if history else 0
+    cum_down = history[-1]["cum_bytes_down"] if history else 0
+    for t in range(len(history) + 1, cfg.federation.rounds + 1):
+        start = time.perf_counter()
+        participants = sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t)
+        sent = {cid: state.sent_to(cid) for cid in participants}
+        down = {cid: nbytes(sent[cid]) + nbytes(state.base) for cid in participants}
+        results: dict[str, ClientResult] = {}
+        uploads: dict[str, Tensors] = {}
+        failed: dict[str, str] = {}
+        for cid in participants:
+            private = store.get(cid)
+            try:
+                result, received = client_turn(
+                    fed, t, cid, client_start(fed, state, cid, private), plan
+                )
+            except ClientFailure as exc:
+                log.warning("round %d: client %s failed: %s", t, cid, exc)
+                failed[cid] = str(exc)
+                continue
+            if on_client is not None:
+                on_client(ClientEvent(t, cid, sent[cid], private, received))
+            results[cid], uploads[cid] = result, received.upload
+
+        expected = {c: expected_upload(algorithm, fed.layout, cfg, t, sent[c]) for c in uploads}
+        accepted, rejected = screen_round(uploads, expected, cfg.federation.max_update_norm)
+        for reason in rejected.values():
+            log.warning("round %d: rejected %s", t, reason)
+        skipped = len(accepted) < cfg.federation.min_clients
+        if skipped:
+            log.warning("round %d skipped: %d valid updates < min_clients", t, len(accepted))
+        else:
+            state = server_update(
+                algorithm,
+                state,
+                [Upload(c, uploads[c], upload_weight(cfg, sizes[c]), sent[c]) for c in accepted],
+                round_idx=t,
+                cfg=cfg,
+                layout=fed.layout,
+                client_ids=fed.client_ids,
+                base_of=lambda names: read_from(fed.model, names),
+            )
+            for cid in accepted:
+                store.put(cid, results[cid].private)
+
+        losses = {cid: r.train_loss for cid, r in results.items()}
+        record: dict[str, Any] = {
+            "round": t,
+            "participants": participants,
+            "accepted": accepted,
+            "rejected": rejected,
+            "failed": failed,
+            "skipped": skipped,
+            "bytes_up": sum(nbytes(u) for u in uploads.values()),
+            "bytes_down": sum(down.values()),
+            "bytes_up_per_client": {c: nbytes(u) for c, u in uploads.items()},
+            "bytes_down_per_client": down,
+            "train_loss": sum(losses.values()) / len(losses) if losses else None,
+            "train_loss_per_client": losses,
+        }
+        cum_up += record["bytes_up"]
+        cum_down += record["bytes_down"]
+        record["cum_bytes_up"], record["cum_bytes_down"] = cum_up, cum_down
+        finish_round(fed, record, state, store, start, history, run_dir, on_round)
+        if checkpointer is not None and checkpointer.due(t):
+            ckpt = Checkpoint(t, state.shared, store.trained(), history, state.extra_tensors())
+            checkpointer.save(ckpt)
+    return state, store, history

@@ -1,0 +1,350 @@
+"""The ``fedsa compare`` report: one table row per algorithm, plots, Markdown and HTML.
+
+Everything here reads finished run directories (``summary.json``, ``metrics.jsonl``) and never
+trains, so a report can be regenerated at any time from what is on disk.
+
+Layout written into the compare directory::
+
+    DIR/report.md                 table, command line, plots linked as files
+    DIR/report.html               the same, self-contained (plots as base64 data URIs)
+    DIR/accuracy_vs_round.png     mean client accuracy per evaluated round
+    DIR/accuracy_vs_mb.png        mean client accuracy per cumulative MB uploaded
+    DIR/client_accuracy.png       final accuracy of each client, one bar per algorithm
+    DIR/<algorithm>/seed_<s>/     the run directories
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from fedsa.engine.results import read_metrics, read_summary
+
+log = logging.getLogger(__name__)
+
+#: (key, header) of the report table, in column order; shared by Markdown and HTML.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("algorithm", "algorithm"),
+    ("variant", "variant"),
+    ("seeds", "seeds"),
+    ("acc_mean", "mean acc ± std"),
+    ("acc_weighted", "weighted acc"),
+    ("acc_min", "worst client"),
+    ("majority", "majority baseline"),
+    ("mb_up", "MB up"),
+    ("mb_down", "MB down"),
+    ("trainable", "trainable params"),
+    ("shared", "shared params"),
+)
+
+NOTES = (
+    "Accuracies are final-round (never best-round) values on each client's own evaluation "
+    "shard, averaged over seeds. *mean acc* is the unweighted mean over clients (as in the "
+    "paper), ± the sample standard deviation over seeds (0 for one seed); *weighted acc* weights "
+    "clients by their number of evaluation examples; *worst client* is the lowest client "
+    "accuracy; *majority baseline* is the mean client accuracy of always predicting the "
+    "client's majority training label. MB are totals over all rounds and clients (10^6 bytes). "
+    "*shared params* are the trainable parameters sent to the server; the rest stay private."
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run directory, loaded: what the plots need besides the table row."""
+
+    algorithm: str
+    seed: int
+    path: Path
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+
+def load_run(algorithm: str, seed: int, path: Path) -> Run:
+    """Read a finished run directory back, so reused and fresh runs are reported alike."""
+    return Run(algorithm, seed, Path(path), read_summary(path), read_metrics(path))
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def aggregate_rows(summaries_by_algo: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One table row per algorithm: seed means of the run summaries.
+
+    Seeds of one algorithm are pooled so that a single number per column compares algorithms;
+    the spread over seeds is kept only for the headline metric (mean client accuracy), as a
+    sample standard deviation, because that is what papers report and what decides a ranking.
+
+    Args:
+        summaries_by_algo: ``summary.json`` contents of each algorithm's runs, one per seed,
+            in the order the algorithms should appear.
+
+    Returns:
+        Rows with ``algorithm``, ``variant``, ``seeds`` (list), ``acc_mean``, ``acc_std``,
+        ``acc_weighted``, ``acc_min``, ``majority``, ``mb_up``, ``mb_down`` and ``wall_s``
+        (seed means), plus ``trainable`` and ``shared`` (from the first seed: the parameter
+        counts do not depend on the seed).
+    """
+    rows = []
+    for algo, sums in summaries_by_algo.items():
+        if not sums:
+            raise ValueError(f"no runs for algorithm {algo!r}")
+        accs = [float(s["final"]["accuracy_mean"]) for s in sums]
+        rows.append(
+            {
+                "algorithm": algo,
+                "variant": sums[0].get("variant", ""),
+                "seeds": [s.get("seed") for s in sums],
+                "acc_mean": _mean(accs),
+                "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "acc_weighted": _mean([float(s["final"]["accuracy_weighted"]) for s in sums]),
+                "acc_min": _mean([float(s["final"]["accuracy_min"]) for s in sums]),
+                "majority": _mean([float(s.get("majority_baseline", math.nan)) for s in sums]),
+                "mb_up": _mean([float(s["mb_up"]) for s in sums]),
+                "mb_down": _mean([float(s["mb_down"]) for s in sums]),
+                "trainable": int(sums[0]["params"]["trainable"]),
+                "shared": int(sums[0]["params"]["shared"]),
+                "wall_s": _mean([float(s.get("wall_s", math.nan)) for s in sums]),
+            }
+        )
+    return rows
+
+
+def format_cell(row: dict[str, Any], key: str) -> str:
+    """The text of one table cell, identical in Markdown, HTML and (mostly) on stdout."""
+    value = row[key]
+    if key == "acc_mean":
+        return f"{value:.4f} ± {row['acc_std']:.4f}"
+    if key == "seeds":
+        return ",".join(str(s) for s in value)
+    if key in ("trainable", "shared"):
+        return f"{value:,}"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"  # e.g. no majority baseline for generation tasks
+    if isinstance(value, float):
+        return f"{value:.3f}" if key.startswith("mb_") else f"{value:.4f}"
+    return str(value)
+
+
+def _curves(
+    runs: list[Run], x_key: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Seed mean, min and max of mean client accuracy at rounds evaluated in every seed."""
+    per_seed = [{m["round"]: m for m in r.metrics if "eval" in m} for r in runs]
+    rounds = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
+    xs, mean, lo, hi = [], [], [], []
+    for rnd in rounds:
+        accs = [float(d[rnd]["eval"]["accuracy_mean"]) for d in per_seed]
+        xs.append(
+            _mean([float(rnd if x_key == "round" else d[rnd][x_key] / 1e6) for d in per_seed])
+        )
+        mean.append(_mean(accs))
+        lo.append(min(accs))
+        hi.append(max(accs))
+    return xs, mean, lo, hi
+
+
+def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)  # explicit Agg: no display, no pyplot global state
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.35)
+    return fig, ax
+
+
+def _plot_curves(runs: dict[str, list[Run]], path: Path, x_key: str, xlabel: str) -> Path:
+    n_seeds = max((len(rs) for rs in runs.values()), default=1)
+    what = f"mean over {n_seeds} seeds, band: min-max" if n_seeds > 1 else "one seed"
+    title = f"Mean client accuracy vs {'round' if x_key == 'round' else 'MB uploaded'} ({what})"
+    fig, ax = _new_axes(title, xlabel, "mean client accuracy (fraction)")
+    for algo, rs in runs.items():
+        xs, mean, lo, hi = _curves(rs, x_key)
+        (line,) = ax.plot(xs, mean, marker="o", markersize=3, label=algo)
+        if len(rs) > 1:
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    base = [float(r.summary.get("majority_baseline", math.nan)) for rs in runs.values() for r in rs]
+    if base := [b for b in base if not math.isnan(b)]:
+        ax.axhline(_mean(base), color="grey", ls="--", lw=1, label="majority baseline")
+    if x_key == "round":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="best")
+    fig.savefig(path)
+    return path
+
+
+def plot_accuracy_vs_round(runs: dict[str, list[Run]], path: Path) -> Path:
+    """Learning curves: shows whether algorithms differ in speed, not just end point."""
+    return _plot_curves(runs, path, "round", "communication round")
+
+
+def plot_accuracy_vs_mb(runs: dict[str, list[Run]], path: Path) -> Path:
+    """Accuracy per communication cost: the trade-off FedSA-LoRA is designed to improve."""
+    return _plot_curves(runs, path, "cum_bytes_up", "cumulative upload, all clients (MB)")
+
+
+def _client_key(cid: str) -> tuple[int, str]:
+    return (int(cid), "") if cid.isdigit() else (1 << 30, cid)
+
+
+def plot_client_accuracy(runs: dict[str, list[Run]], path: Path) -> Path:
+    """Per-client final accuracy of the first seed: personalisation shows up client by client.
+
+    The first seed only, because the partition depends on the seed, so "client 0" of two seeds
+    holds different data and averaging them would hide exactly what this plot is for.
+    """
+    firsts = {algo: rs[0] for algo, rs in runs.items() if rs}
+    clients = sorted(
+        {c for r in firsts.values() for c in r.summary["final_clients"]}, key=_client_key
+    )
+    seed = next(iter(firsts.values())).seed if firsts else 0
+    fig, ax = _new_axes(f"Final accuracy per client (seed {seed})", "client", "accuracy (fraction)")
+    width = 0.8 / max(len(firsts), 1)
+    for i, (algo, r) in enumerate(firsts.items()):
+        accs = [
+            float(r.summary["final_clients"].get(c, {}).get("accuracy", math.nan)) for c in clients
+        ]
+        xs = [j + (i - (len(firsts) - 1) / 2) * width for j in range(len(clients))]
+        ax.bar(xs, accs, width=width, label=algo)
+    ax.set_xticks(list(range(len(clients))), clients)
+    ax.set_ylim(0, 1.18)  # headroom for the legend above 100 % bars
+    ax.grid(False, axis="x")
+    ax.legend(loc="upper center", ncols=min(len(firsts), 5))
+    fig.savefig(path)
+    return path
+
+
+def analysis_lines(runs: dict[str, list[Run]]) -> list[str]:
+    """One A/B-similarity line per run that kept snapshots (analysed now if not yet)."""
+    from fedsa.reports.analysis import write_analysis
+
+    lines = []
+    for algo, algo_runs in runs.items():
+        for run in algo_runs:
+            if not (run.path / "snapshots").is_dir():
+                continue
+            saved = run.path / "analysis" / "analysis.json"
+            result = (
+                json.loads(saved.read_text(encoding="utf-8"))
+                if saved.exists()
+                else write_analysis(run.path, None)
+            )
+            lines.append(f"{algo} seed {run.seed}: {result['summary_line']}")
+    return lines
+
+
+def _markdown(
+    rows: list[dict[str, Any]],
+    command: str,
+    config: str,
+    pngs: dict[str, Path],
+    analysis: list[str],
+) -> str:
+    head = [h for _, h in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(format_cell(r, k) for k, _ in COLUMNS) + " |" for r in rows]
+    parts = [
+        "# fedsa compare report",
+        f"Config file: `{config}`",
+        f"Command:\n\n```\n{command}\n```",
+        "\n".join(lines),
+        NOTES,
+    ]
+    if analysis:
+        parts.append("A/B analysis (`fedsa analyze`):\n\n" + "\n".join(f"- {a}" for a in analysis))
+    parts += [f"![{name}]({p.name})" for name, p in pngs.items()]
+    return "\n\n".join(parts) + "\n"
+
+
+def _html(
+    rows: list[dict[str, Any]],
+    command: str,
+    config: str,
+    pngs: dict[str, Path],
+    analysis: list[str],
+) -> str:
+    e = html.escape
+    ab = (
+        "<p>A/B analysis (fedsa analyze):</p><ul>"
+        + "".join(f"<li>{e(a)}</li>" for a in analysis)
+        + "</ul>\n"
+        if analysis
+        else ""
+    )
+    head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{e(format_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>\n"
+        for r in rows
+    )
+    imgs = "".join(
+        f'<figure><img alt="{e(name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode("ascii")}"></figure>\n'
+        for name, p in pngs.items()
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:64em;margin:2em auto}"
+        "table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:.3em .6em}"
+        "td{text-align:right}td:nth-child(-n+2){text-align:left}img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>fedsa compare report</title><style>{style}</style></head><body>\n"
+        f"<h1>fedsa compare report</h1>\n<p>Config file: <code>{e(config)}</code></p>\n"
+        f"<p>Command:</p><pre>{e(command)}</pre>\n"
+        f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
+        f"<p>{e(NOTES).replace('*', '')}</p>\n{ab}{imgs}</body></html>\n"
+    )
+
+
+def write_report(
+    out_dir: Path,
+    rows: list[dict[str, Any]],
+    runs: dict[str, list[Run]],
+    command: str,
+    *,
+    config: str = "",
+) -> dict[str, Path]:
+    """Write the plots, ``report.md`` and ``report.html`` into ``out_dir``.
+
+    The HTML embeds the plots so that it can be mailed or attached on its own; the Markdown
+    links the PNG files next to it, which keeps it readable in a repository browser.
+
+    Args:
+        out_dir: The compare directory (it holds the run directories).
+        rows: Table rows from :func:`aggregate_rows`, in display order.
+        runs: Loaded runs per algorithm, first seed first.
+        command: The command line that produced the runs, shown verbatim for reproduction.
+        config: The config file name, shown next to the command.
+
+    Returns:
+        Paths by name: ``accuracy_vs_round``, ``accuracy_vs_mb``, ``client_accuracy``,
+        ``markdown`` and ``html``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs = {
+        "accuracy_vs_round": plot_accuracy_vs_round(runs, out_dir / "accuracy_vs_round.png"),
+        "accuracy_vs_mb": plot_accuracy_vs_mb(runs, out_dir / "accuracy_vs_mb.png"),
+        "client_accuracy": plot_client_accuracy(runs, out_dir / "client_accuracy.png"),
+    }
+    analysis = analysis_lines(runs)
+    md = out_dir / "report.md"
+    md.write_text(_markdown(rows, command, config, pngs, analysis), encoding="utf-8")
+    page = out_dir / "report.html"
+    page.write_text(_html(rows, command, config, pngs, analysis), encoding="utf-8")
+    log.info("wrote %s and %s", md, page)
+    return {**pngs, "markdown": md, "html": page}
