@@ -107,7 +107,8 @@ def timed_round(
 def eval_rate(
     model: torch.nn.Module, data: Encoded, dtype: torch.dtype | None, device: torch.device
 ) -> float:
-    """Examples/s of :func:`fedsa.tasks.classification.evaluate` (inference mode, batch 256, length-sorted)."""
+    """Examples/s of :func:`fedsa.tasks.classification.evaluate` (inference mode, batch 256,
+    length-sorted)."""
     idx = list(range(len(data)))
     with autocast(device, dtype):
         evaluate(model, data, idx[:256], 256, device)  # warm-up

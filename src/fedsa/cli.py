@@ -1,7 +1,7 @@
 """The ``fedsa`` command: ``run``, ``compare``, ``analyze`` and ``list``.
 
-User mistakes (:class:`~fedsa.core.errors.FedsaError`) print one line on stderr and exit with status 2;
-anything else is a bug and keeps its traceback.
+User mistakes (:class:`~fedsa.core.errors.FedsaError`) print one line on stderr and exit with
+status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

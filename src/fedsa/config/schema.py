@@ -139,7 +139,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Generation tasks: greedy decoding, exact match of the final answer (``fedsa.tasks.generate``)."""
+    """Generation tasks: greedy decoding, exact match of the final answer (see generate.py)."""
 
     max_new_tokens: int = 256
     """Most tokens generated per evaluation prompt (decoding stops earlier at end of turn)."""
@@ -245,6 +245,7 @@ class RunConfig:
 
 
 def jsonable(value: Any) -> Any:
+    """``value`` with every tuple turned into a list, recursively (JSON's own shapes)."""
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

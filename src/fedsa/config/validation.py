@@ -1,7 +1,8 @@
 """Checks of a :class:`~fedsa.config.schema.RunConfig` that types alone cannot express.
 
-Run by the loader (:mod:`fedsa.config.load`) on every config, so a bad value fails before any data or model is loaded,
-with a one-line :class:`~fedsa.core.errors.ConfigError` naming the key, the value and the fix.
+Run by the loader (:mod:`fedsa.config.load`) on every config, so a bad value fails before any
+data or model is loaded, with a one-line :class:`~fedsa.core.errors.ConfigError` naming the
+key, the value and the fix.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ A checkpoint is a directory ``RUN_DIR/checkpoints/round_<t>/`` holding
 - ``manifest.json``: the SHA-256 of both files, so truncation or a flipped byte is detected.
 
 Nothing else persists across rounds: each client round builds a fresh optimizer (see
-:mod:`fedsa.engine.train`) and draws its batches and dropout from (seed, round, client). The directory is
-assembled under a temporary name, every file is fsynced, and it is renamed into place in one
+:mod:`fedsa.engine.train`) and draws its batches and dropout from (seed, round, client). The
+directory is assembled under a temporary name, every file is fsynced, and it is renamed into
+place in one
 step; older checkpoints are deleted only after that, keeping the newest ``checkpoint.keep``.
 Loading uses safetensors and JSON only, so a checkpoint cannot execute code.
 """

@@ -96,8 +96,9 @@ def expected_upload(
 def screen_round(
     uploads: Mapping[str, Tensors], expected: Mapping[str, Tensors], max_norm: float | None
 ) -> tuple[list[str], dict[str, str]]:
-    """Accepted client ids (in the order given) and rejection reasons, each upload judged
-    against what that client was expected to send (:func:`screen_updates`).
+    """Accepted client ids (in the order given) and rejection reasons.
+
+    Each upload is judged against what that client was expected to send (:func:`screen_updates`).
     """
     accepted: list[str] = []
     rejected: dict[str, str] = {}

@@ -61,6 +61,3 @@ class ClientStore:
     def _check(self, client: str) -> None:
         if client not in self._ids:
             raise KeyError(f"unknown client {client!r}")
-
-
-__all__ = ["ClientStore", "atomic_write_bytes", "atomic_write_json", "load_tensors", "save_tensors"]

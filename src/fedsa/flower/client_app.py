@@ -1,8 +1,9 @@
 """The Flower ClientApp: one site's side of every algorithm, by the core's own client step.
 
 Each message is handled in a fresh process (Flower's default isolation), so the handler rebuilds
-the run's pieces from the config the server sent (``fedsa.engine.prepare.prepare``: the same data, split
-and seeded model as the in-process engine), picks this node's client by the stable ``client-id``
+the run's pieces from the config the server sent (``fedsa.engine.prepare.prepare``: the same
+data, split and seeded model as the in-process engine), picks this node's client by the stable
+``client-id``
 from its node config, and calls :func:`fedsa.engine.client.client_round` unchanged. Only the shared
 tensors go back; the private ones stay in ``context.state`` and the node's ``state-dir``.
 

@@ -1,8 +1,9 @@
 """The ServerApp's bookkeeping: RUN_DIR, resume, per-round records and the summary.
 
 Writes the same layout and record keys as the in-process engine (:mod:`fedsa.engine.results`,
-:func:`fedsa.engine.simulation.build_summary`), plus what only a network run has: ``rejected`` (client ->
-reason), ``payload_bytes_up`` (tensor bytes, comparable to the in-process ``bytes_up``) and
+:func:`fedsa.engine.summary.build_summary`), plus what only a network run has: ``rejected``
+(client -> reason), ``payload_bytes_up`` (tensor bytes, comparable to the in-process
+``bytes_up``) and
 ``bytes_down_eval``. ``bytes_up``/``bytes_down`` here are the ArrayRecords actually sent, as
 Flower counts them (``.npy`` data with headers, plus key names).
 """
@@ -87,9 +88,7 @@ class RunRecorder:
             done = int((fh.metadata() or {}).get("round", "0"))
         self.shared = load_tensors(path)
         extra = self.out / SERVER_STATE
-        self.state = ServerState.restore(
-            self.shared, load_tensors(extra) if extra.exists() else {}
-        )
+        self.state = ServerState.restore(self.shared, load_tensors(extra) if extra.exists() else {})
         old = [r for r in read_metrics(self.out) if r["round"] <= done]
         self.run_dir = RunDir(self.out, overwrite=True)
         for record in old:
@@ -105,8 +104,9 @@ class RunRecorder:
         return sample_clients(self.client_ids, fed.clients_per_round, self.cfg.seed, t)
 
     def base_of(self, names: Iterable[str]) -> Tensors:
-        """Initial values of base weights (the seeded model, rebuilt: needed only the first time
-        a server rule changes a base weight).
+        """Initial values of base weights, from the seeded model rebuilt.
+
+        Needed only the first time a server rule changes a base weight.
         """
         model, _ = build_model(self.cfg, self.num_labels, torch.device("cpu"))
         return read_from(model, names)

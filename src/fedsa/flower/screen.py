@@ -2,7 +2,8 @@
 
 Everything a remote client sends is checked before it can reach the average: the reply must have
 arrived, carry no error, hold exactly the expected shared tensors (names, shapes, dtypes, finite
-values, optional norm bound: the in-process engine's own :func:`fedsa.algorithms.aggregate.screen_updates`)
+values, optional norm bound: the in-process engine's own
+:func:`fedsa.algorithms.aggregate.screen_updates`)
 and a positive finite example count. A bad reply is dropped with a reason that the round's
 metrics record keeps (``rejected``).
 """

@@ -160,8 +160,10 @@ def message(
     base: Tensors | None = None,
     **extra: int | float | bool | str,
 ) -> Message:
-    """A train or evaluate instruction: the shared tensors for this client, base-weight changes
-    (only for algorithms whose server rule makes any) and the config.
+    """A train or evaluate instruction for one client.
+
+    It holds the shared tensors for this client, base-weight changes (only for algorithms whose
+    server rule makes any) and the config.
     """
     content = RecordDict({"shared": to_record(shared), "config": config_record(cfg, **extra)})
     if base:

@@ -41,8 +41,9 @@ class TaskEval(Protocol):
         """Metrics over ``dev[indices]``: ``accuracy`` (the headline), ``loss``, ``n`` at least."""
 
     def inputs(self, split: str) -> Encoded:
-        """The model inputs of ``split`` (``train`` or ``dev``) without targets (prompts only for
-        generation), for methods that compare representations of inputs (FedDPA).
+        """The model inputs of ``split`` (``train`` or ``dev``) without targets.
+
+        Prompts only for generation; for methods that compare representations of inputs (FedDPA).
         """
 
     def prior(self, train_indices: Sequence[int], eval_indices: Sequence[int]) -> float | None:
@@ -51,8 +52,9 @@ class TaskEval(Protocol):
 
 @dataclass(frozen=True)
 class Prepared:
-    """A task's encoded splits and scorer for one run, and the base model when loading it was
-    part of preparing (causal LMs).
+    """A task's encoded splits and scorer for one run.
+
+    ``base`` is the base model when loading it was part of preparing (causal LMs), else None.
     """
 
     train: Encoded

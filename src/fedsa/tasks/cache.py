@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "FEDSA_CACHE_DIR"
 FORMAT = 1
-"""Bump when :func:`~fedsa.tasks.batching.encode` or the entry layout changes: old entries are ignored."""
+"""Bump when :func:`~fedsa.tasks.batching.encode` or the entry layout changes (old entries are
+then ignored)."""
 
 
 def cache_root() -> Path:
