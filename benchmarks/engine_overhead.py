@@ -81,7 +81,8 @@ fedsa.engine.simulation.evaluate_clients = _timed_eval
 def engine_round(fed: Federation) -> tuple[float, float, float, float, Tensors]:
     """Training wall s, training CPU s, eval wall s, eval CPU s, new global shared tensors."""
     cpu = time.process_time()
-    shared, _, history = run_rounds(fed)
+    state, _, history = run_rounds(fed)
+    shared = state.shared
     cpu = time.process_time() - cpu
     rec = history[-1]
     return rec["wall_s"] - rec["eval_s"], cpu - EVAL_CPU[-1], rec["eval_s"], EVAL_CPU[-1], shared

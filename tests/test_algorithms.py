@@ -57,7 +57,8 @@ def traced_run(config: Path, *overrides: str) -> Trace:
     base_names = [n for n, _ in fed.model.named_parameters() if n not in fed.layout.slots]
     base_before = read_from(fed.model, base_names)
     events: list[ClientEvent] = []
-    shared, store, history = run_rounds(fed, on_client=events.append)
+    state, store, history = run_rounds(fed, on_client=events.append)
+    shared = state.shared
     return Trace(fed, events, history, shared, store, base_before)
 
 

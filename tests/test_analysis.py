@@ -12,12 +12,8 @@ import torch
 
 from fedsa.core.errors import ConfigError, DataError
 from fedsa.core.io import save_tensors
-from fedsa.reports.analysis import (
-    analyze_round,
-    analyze_run,
-    pairwise_cosine,
-    write_analysis,
-)
+from fedsa.reports.analysis import analyze_round, analyze_run, pairwise_cosine
+from fedsa.reports.heatmaps import write_analysis
 
 REPO = Path(__file__).resolve().parents[1]
 L0 = "base_model.model.bert.encoder.layer.0.attention.self.query"

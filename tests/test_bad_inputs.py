@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsa import checkpoint
 from fedsa.cli import main
+from fedsa.engine import checkpoint
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 FAST = ["federation.rounds=2", "federation.local_steps=1"]

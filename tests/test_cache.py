@@ -16,7 +16,8 @@ from fedsa.engine.prepare import prepare
 from fedsa.models.loaders import load_tokenizer, tiny_tokenizer
 from fedsa.tasks.batching import Encoded, encode
 from fedsa.tasks.cache import cached_encode, encode_split, tokenizer_fingerprint
-from fedsa.tasks.glue import Example, load_task
+from fedsa.tasks.examples import Example
+from fedsa.tasks.glue import load_task
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 IDENTITY = {"model": "tiny-bert", "task": "synthetic", "split": "train"}

@@ -65,7 +65,8 @@ def test_fedsa_lora_shares_a_and_keeps_b_per_client() -> None:
     cfg = load_config(TINY_LLAMA, ["optim.lr=0.02", "federation.rounds=2"])
     fed = prepare(cfg)
     events: list[ClientEvent] = []
-    shared, store, history = run_rounds(fed, on_client=events.append)
+    state, store, history = run_rounds(fed, on_client=events.append)
+    shared = state.shared
     assert set(shared) == set(fed.layout.shared)
     assert all(fed.layout.slots[n] == A for n in shared)
     b0, b1 = store.get("0"), store.get("1")
@@ -148,7 +149,8 @@ def test_bf16_base_with_gradient_checkpointing_trains_fp32_adapters() -> None:
     assert all(params[n].dtype == torch.float32 for n in fed.layout.trainable)
     base = fed.model.base_model.model
     assert getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing
-    shared, store, history = run_rounds(fed)
+    state, store, history = run_rounds(fed)
+    shared = state.shared
     assert not equal(shared, fed.init_shared)
     assert math.isfinite(history[-1]["train_loss"])
 

@@ -25,7 +25,8 @@ def test_pooled_training_budget_and_no_traffic() -> None:
     fed = prepare(cfg)
     assert not fed.layout.private and not fed.layout.frozen  # one model, everything in it
     events: list[ClientEvent] = []
-    shared, store, history = run_centralized(fed, on_client=events.append)
+    state, store, history = run_centralized(fed, on_client=events.append)
+    shared = state.shared
     assert [e.client for e in events] == [POOLED, POOLED]
     assert all(rec["pooled_steps"] == 3 * 2 for rec in history)  # local_steps x clients/round
     assert all(rec["bytes_up"] == 0 and rec["bytes_down"] == 0 for rec in history)

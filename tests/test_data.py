@@ -4,14 +4,9 @@ from pathlib import Path
 import pytest
 
 from fedsa.core.errors import DataError
-from fedsa.tasks.glue import (
-    SYNTHETIC_VOCAB,
-    TASKS,
-    Example,
-    TaskData,
-    load_task,
-    resolve_data_dir,
-)
+from fedsa.tasks.examples import Example, TaskData
+from fedsa.tasks.glue import TASKS, load_task, resolve_data_dir
+from fedsa.tasks.synthetic import SYNTHETIC_VOCAB
 
 EXPECTED_ROWS = {
     "sst2": (67349, 872),

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import torch
 
-from fedsa import simulation
 from fedsa.algorithms.aggregate import screen_updates, weighted_mean
 from fedsa.config.load import load_config
 from fedsa.config.schema import BAD_KINDS
 from fedsa.core.params import Tensors, clone, equal
+from fedsa.engine import simulation
 from fedsa.engine.faults import FaultPlan, corrupt
 from fedsa.engine.prepare import prepare
 from fedsa.engine.simulation import ClientEvent, run_rounds

@@ -15,7 +15,6 @@ from fedsa.config.load import load_config
 from fedsa.core.errors import ConfigError
 from fedsa.core.params import equal
 from fedsa.core.slots import A_LOCAL, B_LOCAL
-from fedsa.engine.client import phase_steps
 from fedsa.engine.prepare import prepare
 from fedsa.engine.simulation import ClientEvent, run_rounds
 
@@ -26,7 +25,8 @@ def _run(*overrides: str) -> tuple[object, list[ClientEvent], dict[str, torch.Te
     cfg = load_config(TINY, ["algorithm=feddpa", "optim.lr=0.01", *overrides])
     fed = prepare(cfg)
     events: list[ClientEvent] = []
-    shared, _, _ = run_rounds(fed, on_client=events.append)
+    state, _, _ = run_rounds(fed, on_client=events.append)
+    shared = state.shared
     return fed, events, shared
 
 
@@ -45,11 +45,13 @@ def test_global_is_shared_and_local_never_leaves_the_client() -> None:
 
 def test_phases_train_global_then_local() -> None:
     fed, events, _ = _run("federation.local_steps=4")
-    assert len(fed.layout.phases) == 2  # type: ignore[attr-defined]
-    first, second = fed.layout.phases  # type: ignore[attr-defined]
+    plan = fed.algorithm.schedule(fed.algorithm.trains, 1, fed.cfg)  # type: ignore[attr-defined]
+    assert [p.steps for p in plan.phases] == [2, 2]
+    layout = fed.layout  # type: ignore[attr-defined]
+    first, second = (layout.names(p.slots, layout.trainable) for p in plan.phases)
+    assert first and second
     assert all(f".{LOCAL_ADAPTER}." not in n for n in first)
     assert all(".lora_" not in n or f".{LOCAL_ADAPTER}." in n for n in second)
-    assert phase_steps(fed.cfg, 2) == [2, 2]  # type: ignore[attr-defined]
     e = events[0]
     moved_global = not equal(e.result.upload, e.received_shared)
     moved_local = any(

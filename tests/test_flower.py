@@ -53,7 +53,8 @@ def run_config(cfg: RunConfig, out: Path, **extra: object) -> dict[str, object]:
 def in_process(
     cfg: RunConfig,
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-    shared, store, _ = run_rounds(prepare(cfg))
+    state, store, _ = run_rounds(prepare(cfg))
+    shared = state.shared
     return shared, {c: store.get(c) for c in CLIENTS}
 
 

@@ -124,7 +124,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from fedsa.config.load import load_config
     from fedsa.engine.results import read_summary
-    from fedsa.reports.report import Run, aggregate_rows, load_run, write_report
+    from fedsa.reports.report import aggregate_rows, write_report
+    from fedsa.reports.runs import Run, load_run
 
     names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     if not names:
@@ -185,7 +186,7 @@ def _parse_rounds(text: str | None) -> list[int] | None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``fedsa analyze RUN_DIR``: print one summary line per round and the files written."""
-    from fedsa.reports.analysis import write_analysis
+    from fedsa.reports.heatmaps import write_analysis
 
     out = Path(args.run_dir) / "analysis" if args.out is None else Path(args.out)
     result = write_analysis(Path(args.run_dir), _parse_rounds(args.rounds), out)
@@ -197,36 +198,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_section(title: str, rows: Sequence[tuple[str, str]]) -> None:
-    print(title)
-    for name, text in rows:
-        print(f"  {name:<12} {text}")
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """``fedsa list``: algorithms, adapter variants, tasks and model aliases."""
-    from fedsa.adapters.variants import VARIANTS
-    from fedsa.algorithms.registry import ALGORITHMS
-    from fedsa.models.loaders import ALIASES
-    from fedsa.tasks.glue import TASKS
-    from fedsa.tasks.instruct import GENERATION_TASKS
+    from fedsa.catalogue import catalogue
 
-    _print_section(
-        "algorithms:", [(a.name, f"{a.summary}  [{a.paper}]") for a in ALGORITHMS.values()]
-    )
-    _print_section(
-        "adapter variants (adapter.variant):",
-        [(v.name, f"{v.summary}  [{v.paper}]") for v in VARIANTS.values()],
-    )
-    _print_section(
-        "tasks (data.task):",
-        [(t.name, f"{t.description}  [{t.paper}]") for t in TASKS.values()]
-        + [(name, f"(causal LM, exact match) {text}") for name, text in GENERATION_TASKS.items()],
-    )
-    _print_section(
-        "model aliases (model.name; any Hugging Face id or local path also works):",
-        [(m.name, m.summary) for m in ALIASES.values()],
-    )
+    for title, rows in catalogue():
+        print(title)
+        for name, text in rows:
+            print(f"  {name:<12} {text}")
     return 0
 
 

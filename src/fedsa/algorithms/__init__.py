@@ -1,0 +1,1 @@
+"""Federated algorithms: data plus typed hooks (schedule, server rule, install), by family."""

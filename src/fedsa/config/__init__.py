@@ -1,0 +1,1 @@
+"""Run configuration: the schema (dataclasses), its loader (TOML, overrides) and validation."""

@@ -1,0 +1,1 @@
+"""The in-process engine: preparation, the round loop, client and server steps, checkpoints."""

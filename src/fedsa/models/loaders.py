@@ -24,6 +24,7 @@ from transformers import (
 
 from fedsa.core.errors import ConfigError
 from fedsa.models.causal_lm import SMOLLM2, SMOLLM2_PIN, TINY_LLAMA
+from fedsa.tasks.synthetic import SYNTHETIC_VOCAB
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the synthetic vocabulary; unknown words map to ``[UNK]``."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
-
-    from fedsa.tasks.glue import SYNTHETIC_VOCAB
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = sorted({w.lower() for w in SYNTHETIC_VOCAB} - set(specials))

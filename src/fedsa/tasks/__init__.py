@@ -1,0 +1,1 @@
+"""Tasks behind one interface: loading, encoding and scoring (classification, generation)."""

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 
 from fedsa.config.schema import RunConfig
 from fedsa.tasks.batching import Encoded
-from fedsa.tasks.glue import TaskData
+from fedsa.tasks.examples import TaskData
 from fedsa.tasks.instruct import InstructData
 
 Loaded = TaskData | InstructData

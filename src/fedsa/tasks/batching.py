@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from fedsa.tasks.glue import Example
+from fedsa.tasks.examples import Example
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from transformers import PreTrainedTokenizerBase
 from fedsa.config.schema import RunConfig
 from fedsa.core.io import atomic_write_bytes, atomic_write_json
 from fedsa.tasks.batching import Encoded, encode
-from fedsa.tasks.glue import Example
+from fedsa.tasks.examples import Example
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from fedsa.models.loaders import load_classifier, load_tokenizer
 from fedsa.tasks.base import Loaded, Prepared, Task
 from fedsa.tasks.batching import Encoded, collate, length_sorted_chunks
 from fedsa.tasks.cache import encode_split
-from fedsa.tasks.glue import TaskData, load_task
+from fedsa.tasks.examples import TaskData
+from fedsa.tasks.glue import load_task
 
 
 def evaluate(
