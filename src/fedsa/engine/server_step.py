@@ -20,7 +20,7 @@ from fedsa.algorithms.aggregate import screen_updates
 from fedsa.algorithms.hooks import ServerContext, Upload
 from fedsa.algorithms.spec import Algorithm
 from fedsa.config.schema import RunConfig
-from fedsa.core.params import Tensors, select
+from fedsa.core.params import Tensors, clone, select
 
 BaseReader = Callable[[Iterable[str]], Tensors]
 """Reads the current values of base-model weights by name (the server's copy of the model)."""
@@ -142,5 +142,9 @@ def server_update(
         for name, delta in out.base_delta.items():
             current = base[name]
             base[name] = (current.double() + delta.double()).to(current.dtype)
-    per_client = {**state.per_client, **{c: dict(t) for c, t in out.per_client.items()}}
-    return ServerState(shared=dict(out.shared), per_client=per_client, base=base, rule=out.state)
+    # copies: a rule may return the same tensor objects in several places (its state and what
+    # it sends), and stored state must never alias what is sent or installed
+    per_client = {**state.per_client, **{c: clone(t) for c, t in out.per_client.items()}}
+    return ServerState(
+        shared=dict(out.shared), per_client=per_client, base=base, rule=clone(out.state)
+    )
