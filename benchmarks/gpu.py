@@ -25,6 +25,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 
 from fedsa.adapters.layout import Layout, apply_trainable, make_layout
 from fedsa.adapters.variants import VARIANTS, build_peft_model
+from fedsa.algorithms.hooks import ClientStart
 from fedsa.algorithms.registry import ALGORITHMS
 from fedsa.config.schema import AdapterConfig, FederationConfig, RunConfig
 from fedsa.core.device import autocast, autocast_dtype, bf16_supported
@@ -88,15 +89,19 @@ def timed_round(
     """Seconds for one client round of ``cfg.federation.local_steps`` steps from ``state``."""
     sync(device)
     start = time.perf_counter()
+    private = select(state, layout.private)
+    start_state = ClientStart(
+        select(state, layout.frozen), select(state, layout.shared), private, private, {}
+    )
     client_round(
         model,
         layout,
-        frozen=select(state, layout.frozen),
-        shared=select(state, layout.shared),
-        private=select(state, layout.private),
+        ALGORITHMS[cfg.algorithm],
+        start=start_state,
         data=data,
         indices=list(range(len(data))),
         cfg=cfg,
+        round_idx=1,
         seed=seed,
         device=device,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from fedsa.config.load import load_config
 from fedsa.core.io import atomic_write_json
 from fedsa.engine.prepare import prepare
+from fedsa.engine.server_step import ServerState
 from fedsa.engine.simulation import evaluate_clients
 from fedsa.engine.store import ClientStore
 
@@ -30,7 +31,7 @@ def main() -> int:
     start = time.perf_counter()
     fed = prepare(load_config(args.config, args.overrides))
     store = ClientStore(fed.init_private, fed.client_ids)
-    result = evaluate_clients(fed, dict(fed.init_shared), store)
+    result = evaluate_clients(fed, ServerState(dict(fed.init_shared)), store)
     result["wall_s"] = time.perf_counter() - start
     result["config"] = fed.cfg.to_dict()
     atomic_write_json(Path(args.out), result)

@@ -207,20 +207,22 @@ def test_local_training_starts_from_the_clients_own_state(trace: tuple[str, str,
     let client 2's private tensors stay in the model, the replay (which starts clean) would differ.
     """
     _, _, t = trace
+    from fedsa.algorithms.hooks import ClientStart
     from fedsa.engine.client import client_round, client_seed
 
     e = t.by(2, "0")
     fresh = prepare(t.fed.cfg)
     write_into(fresh.model, {**t.fed.frozen, **e.received_shared, **e.received_private})
+    start = ClientStart(fresh.frozen, e.received_shared, e.received_private, fresh.init_private, {})
     replay = client_round(
         fresh.model,
         fresh.layout,
-        frozen=fresh.frozen,
-        shared=e.received_shared,
-        private=e.received_private,
+        fresh.algorithm,
+        start=start,
         data=fresh.train,
         indices=fresh.client_train[0],
         cfg=fresh.cfg,
+        round_idx=2,
         seed=client_seed(fresh.cfg.seed, 2, 0),
         device=fresh.device,
     )
