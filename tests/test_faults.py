@@ -17,7 +17,7 @@ import torch
 from fedsa.algorithms.aggregate import screen_updates, weighted_mean
 from fedsa.config.load import load_config
 from fedsa.config.schema import BAD_KINDS
-from fedsa.core.params import Tensors, clone, equal
+from fedsa.core.params import clone, equal
 from fedsa.engine import simulation
 from fedsa.engine.faults import FaultPlan, corrupt
 from fedsa.engine.prepare import prepare
@@ -45,9 +45,9 @@ def faulty_run() -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     original = simulation.finish_round
 
-    def spy(fed_: Any, record: dict[str, Any], shared: Tensors, store: Any, *rest: Any) -> None:
-        rounds.append({"record": record, "shared": clone(shared), "store": store.trained()})
-        original(fed_, record, shared, store, *rest)
+    def spy(fed_: Any, record: dict[str, Any], state: Any, store: Any, *rest: Any) -> None:
+        rounds.append({"record": record, "shared": clone(state.shared), "store": store.trained()})
+        original(fed_, record, state, store, *rest)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(simulation, "finish_round", spy)
