@@ -1,0 +1,91 @@
+"""The Flower ServerApp and ClientApp run the algorithms' own hooks: no second implementation.
+
+The apps' round logic (:func:`fedsa.flower.server_app.run_federation` and the ClientApp's
+handlers) runs here over an in-memory grid that hands each message to the ClientApp handler of
+its node in this process, so test-only algorithms registered with ``monkeypatch`` reach both
+sides. Each must give the in-process engine's tensors and metrics: a round schedule that sends
+one factor a round, and a server rule that merges into the base weights (server state, base
+tensors sent to clients, an install step that restarts the adapter). The real deployment
+(SuperLink, SuperNodes, processes) is covered by ``tests/test_flower.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedsa.algorithms.registry import ALGORITHMS
+from fedsa.config.load import load_config
+from fedsa.core.io import load_tensors
+from fedsa.engine.runner import run
+from fedsa.flower import client_app
+from fedsa.flower.server_app import Settings, run_federation
+from tests.test_hooks import ALTERNATING, MERGE
+
+TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
+Handler = Callable[[Message, Context], Message]
+HANDLERS: dict[str, Handler] = {
+    "query": client_app.query,
+    "train": client_app.train,
+    "evaluate": client_app.evaluate,
+}
+
+
+class InMemoryGrid:
+    """Delivers each pushed message to its node's ClientApp handler at once (no network)."""
+
+    def __init__(self, clients: int) -> None:
+        self.contexts = {
+            node: Context(1, node, {"client-id": str(node - 100)}, RecordDict(), {})
+            for node in range(100, 100 + clients)
+        }
+        self.replies: dict[str, Message] = {}
+        self._ids = itertools.count()
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            mid = f"m{next(self._ids)}"
+            msg.metadata.__dict__["_message_id"] = mid  # the SuperLink's job
+            reply = HANDLERS[msg.metadata.message_type](
+                msg, self.contexts[msg.metadata.dst_node_id]
+            )
+            self.replies[mid] = reply
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in list(ids) if i in self.replies]
+
+
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for algo in (ALTERNATING, MERGE):
+        monkeypatch.setitem(ALGORITHMS, algo.name, algo)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+
+
+@pytest.mark.parametrize("algorithm", [ALTERNATING.name, MERGE.name])
+def test_flower_apps_equal_in_process_with_hooks(algorithm: str, tmp_path: Path) -> None:
+    cfg = load_config(TINY, [f"algorithm={algorithm}", "federation.rounds=2"])
+    summary = run(cfg, tmp_path / "inproc")
+    settings = Settings(cfg, tmp_path / "flower", 60.0, 10.0, True, False, False, 0.0)
+    flower: dict[str, Any] = run_federation(InMemoryGrid(cfg.data.num_clients), settings)  # type: ignore[arg-type]
+    a = load_tensors(tmp_path / "inproc" / "global.safetensors")
+    b = load_tensors(tmp_path / "flower" / "global.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert flower["final_clients"] == summary["final_clients"]
+    if algorithm == MERGE.name:  # the base changes went to the clients and into server state
+        extra = load_tensors(tmp_path / "flower" / "server.safetensors")
+        assert any(k.startswith("base/") for k in extra)
