@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,39 @@ def test_every_shipped_config_is_valid(path: Path) -> None:
         assert (cfg.adapter.r, cfg.adapter.alpha, cfg.adapter.dropout) == (8, 16.0, 0.05)
         assert cfg.adapter.target_modules == ("query", "value")
         assert (cfg.data.num_clients, cfg.data.dirichlet_alpha) == (3, 0.5)
+
+
+def _numeric_fields(cls: type, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, annotated type) of every int, float or tuple-of-int field of the config."""
+    import dataclasses
+    import typing
+
+    out: list[tuple[str, object]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _numeric_fields(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        elif tp in (int, float) or typing.get_args(tp)[:1] == (int,):
+            out.append((f"{prefix}{f.name}", tp))
+    return out
+
+
+NUMERIC = _numeric_fields(RunConfig)
+
+
+def test_the_numeric_field_walk_finds_the_known_fields() -> None:
+    keys = {k for k, _ in NUMERIC}
+    assert {"seed", "optim.lr", "data.dirichlet_alpha", "analysis.snapshot_rounds"} <= keys
+    assert len(keys) > 30
+
+
+@pytest.mark.parametrize(("key", "tp"), NUMERIC, ids=[k for k, _ in NUMERIC])
+def test_every_numeric_field_rejects_nan_infinities_and_huge_integers(key: str, tp: object) -> None:
+    bad = ["nan", "inf", "-inf"] if tp is float else [str(10**20), str(-(10**20))]
+    if tp not in (int, float):  # a tuple of ints
+        bad = [f"[{b}]" for b in bad]
+    for value in bad:
+        with pytest.raises(ConfigError, match=re.escape(key)) as info:
+            load_config(TINY, [f"{key}={value}"])
+        assert "\n" not in str(info.value)

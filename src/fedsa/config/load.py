@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -39,12 +40,31 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         raise AssertionError(f"unsupported union type for {key}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     wrong_bool = isinstance(value, bool) and tp is not bool
     if wrong_bool or not isinstance(value, tp):
         raise ConfigError(
             f"{key} = {value!r} has the wrong type: expected {_type_name(tp)}, "
             f"got {type(value).__name__}"
+        )
+    return _in_range(key, value)
+
+
+INT_LIMIT = 2**63
+"""Integers must fit in a signed 64-bit integer (what torch and numpy seed generators take)."""
+
+
+def _in_range(key: str, value: Any) -> Any:
+    """Reject NaN, infinities and integers beyond 64 bits, whatever the field (one rule for all)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r} is invalid: it must be a finite number")
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not -INT_LIMIT < value < INT_LIMIT
+    ):
+        raise ConfigError(
+            f"{key} = {value} is out of range: integers must lie strictly between -2**63 and 2**63"
         )
     return value
 

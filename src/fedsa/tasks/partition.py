@@ -92,7 +92,9 @@ def partition_dirichlet(
     """
     _check_clients(len(labels), num_clients)
     if not alpha > 0:
-        raise DataError(f"dirichlet alpha is {alpha}: set data.alpha to a positive number")
+        raise DataError(
+            f"dirichlet alpha is {alpha}: set data.dirichlet_alpha to a positive number"
+        )
     rng = np.random.default_rng(seed)
     arr = np.asarray(labels, dtype=np.int64)
     by_label = [np.flatnonzero(arr == c) for c in np.unique(arr)]
