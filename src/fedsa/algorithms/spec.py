@@ -67,10 +67,15 @@ class Algorithm:
     variants: frozenset[str] | None = None
     """Adapter variants the algorithm supports (None: all)."""
     schedule: RoundSchedule = same_every_round
+    """Which slots train in which local phase of round t, and which are uploaded."""
     server_rule: ServerRule = weighted_mean_rule
+    """From the round's accepted uploads to what clients receive next (and the server state)."""
     install: InstallStep = write_all
+    """How a client writes what it received and its own state into the model."""
     extend_model: ModelHook | None = None
+    """Extra adapters on the freshly built PEFT model (None: none)."""
     evaluate: ClientEvaluator = task_evaluation
+    """How a client's personalised model is scored (default: the task's own scorer)."""
 
     def supports(self, variant: str) -> bool:
         """Whether this algorithm can run over the adapter ``variant``."""
