@@ -62,6 +62,8 @@ def measure_flower(config: str, rounds: int) -> dict[str, Any]:
             fed.start_superlink()
             for k in range(cfg.data.num_clients):
                 fed.start_node(Node(str(k), work / f"state-{k}"))
+            if hasattr(fed, "wait_workers"):  # as `fedsa flower local` does (the after code)
+                fed.wait_workers(timeout=600)
             started = time.perf_counter() - t0
             rc = {
                 "config-json": json.dumps(cfg.to_dict()),
@@ -111,6 +113,68 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def breakdown(one: dict[str, Any]) -> dict[str, float]:
+    """Median over rounds of where a Flower round's time went (seconds).
+
+    ``client``: the slowest client's own time for its message (process start to our handler,
+    then preparing and working); ``flower``: the rest of the round's wait for replies (SuperNode
+    poll sleep, SuperExec poll, transfers, the 0.5 s reply poll); ``server``: the ServerApp's own
+    work (screening, averaging, saving; before ``exchange_s`` was recorded: 0 and counted in
+    ``flower``).
+    """
+    rows: dict[str, list[float]] = {"startup": [], "prepare": [], "work": [], "client": []}
+    rows.update({"flower": [], "server": []})
+    for r in one["records"]:
+        timing = list(r.get("client_timing", {}).values()) + list(
+            r.get("client_timing_eval", {}).values()
+        )
+        if not timing:
+            continue
+        slow = max(timing, key=lambda t: t["startup-s"] + t["prepare-s"] + t["work-s"])
+        client = slow["startup-s"] + slow.get("handler-s", slow["prepare-s"] + slow["work-s"])
+        server = float(r.get("server_s", 0.0))
+        rows["startup"].append(slow["startup-s"])
+        rows["prepare"].append(slow["prepare-s"])
+        rows["work"].append(slow["work-s"])
+        rows["client"].append(client)
+        rows["server"].append(server)
+        rows["flower"].append(r["wall_s"] - server - client)
+    return {k: statistics.median(v) for k, v in rows.items() if v}
+
+
+def report(paths: list[str]) -> str:
+    """Markdown rows from result files: per-round figures and where the time went."""
+    lines = [
+        "| config | engine | load (1-min avg, start -> end) | median s/round | min-max | "
+        "overhead (median - in-process median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    parts = ["| config | code | client process start | prepare | work | Flower waits | server |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for path in paths:
+        for res in json.loads(Path(path).read_text()):
+            name = Path(res["config"]).name
+            ip = res["inproc"]
+            base = ip["per_round"]["median"]
+            lines.append(
+                f"| `{name}` | in-process | {ip['load_before']:.1f} -> {ip['load_after']:.1f} | "
+                f"{base:.2f} | {min(ip['round_s']):.2f}-{max(ip['round_s']):.2f} | - |"
+            )
+            for code, one in res["flower"].items():
+                pr = one["per_round"]
+                lines.append(
+                    f"| `{name}` | Flower, {code} | {one['load_before']:.1f} -> "
+                    f"{one['load_after']:.1f} | {pr['median']:.2f} | {pr['min']:.2f}-"
+                    f"{pr['max']:.2f} | {pr['median'] - base:.2f} |"
+                )
+                b = breakdown(one)
+                parts.append(
+                    f"| `{name}` | {code} | {b['startup']:.2f} | {b['prepare']:.2f} | "
+                    f"{b['work']:.2f} | {b['flower']:.2f} | {b['server']:.2f} |"
+                )
+    return "\n".join(lines) + "\n\n" + "\n".join(parts) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--child", nargs=3, metavar=("KIND", "CONFIG", "ROUNDS"))
@@ -119,7 +183,11 @@ def main() -> None:
     p.add_argument("--code", nargs="+", default=["after=src"], help="NAME=SRC_DIR, in run order")
     p.add_argument("--inproc-src", default="src", help="code for the in-process measurement")
     p.add_argument("--out", default="benchmarks/flower_rounds.json")
+    p.add_argument("--report", nargs="+", help="print markdown tables from these result files")
     args = p.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return

@@ -77,6 +77,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         for k in range(nodes):
             node = Node(str(k), work / f"state-{k}", data_dir=args.data_dir)
             node.worker = not args.no_worker
+            node.threads = max(1, (os.cpu_count() or 1) // nodes)  # the nodes share this host
             fed.start_node(node)
         if not args.no_worker:
             fed.wait_workers(timeout=args.node_timeout)

@@ -77,6 +77,8 @@ class Node:
     """Start the resident worker beside the SuperNode (:mod:`fedsa.flower.node`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for this node's processes."""
+    threads: int = 1
+    """torch threads of its worker: the nodes of a loopback federation share this host's cores."""
 
 
 @dataclass
@@ -180,7 +182,7 @@ class Federation:
         if node.auth_key is not None:
             argv += ["--auth-supernode-private-key", str(node.auth_key)]
         log = self.workdir / f"supernode-{node.client_id}.log"
-        env = {**self.env, **node.env}
+        env = {**self.env, "FEDSA_WORKER_THREADS": str(node.threads), **node.env}
         daemon = Daemon.start(f"supernode-{node.client_id}", argv, env, log)
         self.daemons.append(daemon)
         self.nodes[node.client_id] = daemon

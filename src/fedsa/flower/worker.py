@@ -42,6 +42,9 @@ from fedsa.flower.site import SiteRunner
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "FEDSA_WORKER_CRASH_AFTER_SAVE"
+#: torch threads of the worker; several nodes on one host must share its cores, and torch's
+#: default (one thread per core in every process) then oversubscribes them many times over.
+THREADS_ENV = "FEDSA_WORKER_THREADS"
 #: Seconds a client may take to send its request (the work itself is not bounded here).
 _READ_TIMEOUT_S = 60.0
 
@@ -87,6 +90,11 @@ def serve(state_dir: Path, parent_pid: int | None = None, max_requests: int = 0)
     finds the socket finds a worker that is ready.
     """
     signal.signal(signal.SIGTERM, _stop)
+    threads = os.environ.get(THREADS_ENV, "")
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
     runner = SiteRunner()
     secret = new_secret(state_dir)
     (channel_dir(state_dir) / "pid").write_text(str(os.getpid()), encoding="ascii")
