@@ -234,6 +234,8 @@ def test_run_survives_killed_workers(tmp_path: Path) -> None:
     assert [r["round"] for r in records] == [1, 2, 3, 4]
     assert all(r["rejected"] == {} for r in records)
     assert records[1]["client_timing"]["1"]["resident"] == 0.0  # round 2 of node 1: fallback
+    log = (tmp_path / "work" / "supernode-1.log").read_text()
+    assert "no resident worker" in log and "restarting it" in log  # the fallback says so
     shared, store, _ = run_rounds(prepare(cfg))
     for name, value in load_tensors(out / "global.safetensors").items():
         torch.testing.assert_close(value, shared[name], rtol=1e-5, atol=1e-6)
