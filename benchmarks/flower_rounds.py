@@ -1,15 +1,23 @@
-"""Per-round wall time: Flower loopback deployment vs the in-process engine.
+"""Per-round wall time: the in-process engine vs a Flower loopback deployment, code A vs code B.
 
-For each config: the in-process engine (one process, model loaded once), then one loopback
-federation (SuperLink + one SuperNode per client) running the same config twice:
+Each measurement runs in its own child process whose ``PYTHONPATH`` picks the code under test, so
+the "before" code (an export of an older commit's ``src``) and the "after" code (this checkout)
+run under the same script, interleaved in one session:
 
-- ``before``: evaluation in separate messages, replies pulled every 3 s (``Grid.send_and_receive``);
-- ``after``: evaluation folded into the next train reply, replies pulled every 0.2 s.
+- ``inproc``: ``fedsa.engine.prepare.prepare`` + ``fedsa.engine.simulation.run_rounds``, one
+  process;
+- ``flower``: one SuperLink + one SuperNode per client on 127.0.0.1 (``fedsa.flower.launch``),
+  one run of the same config; per round the ServerApp's own ``wall_s`` from ``metrics.jsonl``.
 
-Writes JSON results and a self-contained "Flower deployment" section of docs/benchmarks.md.
+Every round evaluates every client (``eval.every=1``), so every engine does the same work per
+round. Round 1 has no folded evaluation and the last round has a separate evaluate wave: the
+median over rounds is the figure to read.
 
-    PYTHONPATH=src python benchmarks/flower_rounds.py --rounds 3 \
-        --configs configs/tiny.toml configs/minilm-sst2.toml --out benchmarks/flower_rounds.json
+    export FEDSA_DATA_DIR=/work/shared/data HF_HUB_OFFLINE=1
+    git archive <before-commit> src | tar -x -C /tmp/fedsa-before
+    nice -n 10 .venv/bin/python benchmarks/flower_rounds.py --rounds 6 \
+        --configs configs/tiny.toml configs/minilm-sst2.toml \
+        --code before=/tmp/fedsa-before/src after=src --out benchmarks/flower_rounds.json
 """
 
 from __future__ import annotations
@@ -18,24 +26,29 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from fedsa.config.load import load_config
-from fedsa.engine.prepare import prepare
-from fedsa.engine.simulation import run_rounds
-from fedsa.flower.launch import Federation, Node
 
-SECTION = "## Flower deployment"
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+def measure_inproc(config: str, rounds: int) -> dict[str, Any]:
+    try:  # the package layout since issue 11
+        from fedsa.config.load import load_config
+        from fedsa.engine.prepare import prepare
+        from fedsa.engine.simulation import run_rounds
+    except ImportError:  # a code version from before it (the "before" rows)
+        from fedsa.config import load_config  # type: ignore[attr-defined,no-redef]
+        from fedsa.prepare import prepare  # type: ignore[no-redef]
+        from fedsa.simulation import run_rounds  # type: ignore[no-redef]
 
-
-def in_process(cfg: Any) -> dict[str, Any]:
+    cfg = load_config(config, [f"federation.rounds={rounds}", "eval.every=1"])
     t0 = time.perf_counter()
     fed = prepare(cfg)
     prep = time.perf_counter() - t0
@@ -43,124 +56,166 @@ def in_process(cfg: Any) -> dict[str, Any]:
     return {"prepare_s": prep, "round_s": [r["wall_s"] for r in history]}
 
 
-def flower_run(fed: Federation, cfg: Any, out: Path, fold: bool, poll: float) -> dict[str, Any]:
-    rc = {
-        "config-json": json.dumps(cfg.to_dict()),
-        "out-dir": str(out),
-        "fold-eval": fold,
-        "poll-interval": poll,
-        "round-timeout": 900.0,
-        "node-timeout": 120.0,
-    }
-    t0 = time.perf_counter()
-    fed.run(rc, timeout=3000)
-    total = time.perf_counter() - t0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((out / "summary.json").read_text())
-    timing = [t for r in records for t in r["client_timing"].values()]
-    timing += [t for r in records for t in r.get("client_timing_eval", {}).values()]
-    mean = {k: statistics.mean(t[k] for t in timing) for k in ("startup-s", "prepare-s", "work-s")}
-    # a folded round's evaluation is paid inside the next round: per-round cost = run time / rounds
-    serverapp = summary["wall_s"]
-    return {
-        "command_s": total,
-        "serverapp_s": serverapp,
-        "discovery_s": summary["discovery_s"],
-        "rounds_s": serverapp - summary["discovery_s"],
-        "per_round_s": (serverapp - summary["discovery_s"]) / len(records),
-        "record_wall_s": [r["wall_s"] for r in records],
-        "client_mean": mean,
-        "messages": len(timing),
-    }
+def measure_flower(config: str, rounds: int) -> dict[str, Any]:
+    try:
+        from fedsa.config.load import load_config
+    except ImportError:  # a code version from before issue 11
+        from fedsa.config import load_config  # type: ignore[attr-defined,no-redef]
+    from fedsa.flower.launch import Federation, Node
 
-
-def bench(config: str, rounds: int, work: Path) -> dict[str, Any]:
     cfg = load_config(config, [f"federation.rounds={rounds}", "eval.every=1"])
-    res: dict[str, Any] = {"config": config, "rounds": rounds, "load_before": loadavg()}
-    res["in_process"] = in_process(cfg)
-    t0 = time.perf_counter()
-    with Federation(work) as fed:
-        fed.start_superlink()
-        res["superlink_start_s"] = time.perf_counter() - t0
-        for k in range(cfg.data.num_clients):
-            fed.start_node(Node(str(k), work / f"state-{k}"))
-        res["nodes_started_s"] = time.perf_counter() - t0
-        res["before"] = flower_run(fed, cfg, work / "before", fold=False, poll=3.0)
-        cfg2 = load_config(config, [f"federation.rounds={rounds}", "eval.every=1", "seed=1"])
-        res["after"] = flower_run(fed, cfg2, work / "after", fold=True, poll=0.2)
-        t1 = time.perf_counter()
-    res["stop_s"] = time.perf_counter() - t1
-    res["load_after"] = loadavg()
-    return res
+    with tempfile.TemporaryDirectory(prefix="fedsa-flower-bench-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        with Federation(work) as fed:
+            fed.start_superlink()
+            for k in range(cfg.data.num_clients):
+                fed.start_node(Node(str(k), work / f"state-{k}"))
+            if hasattr(fed, "wait_workers"):  # as `fedsa flower local` does (the after code)
+                fed.wait_workers(timeout=600)
+            started = time.perf_counter() - t0
+            rc = {
+                "config-json": json.dumps(cfg.to_dict()),
+                "out-dir": str(work / "run"),
+                "round-timeout": 900.0,
+                "node-timeout": 300.0,
+            }
+            t1 = time.perf_counter()
+            fed.run(rc, timeout=3000)
+            command = time.perf_counter() - t1
+            t2 = time.perf_counter()
+        stop = time.perf_counter() - t2
+        lines = (work / "run" / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        summary = json.loads((work / "run" / "summary.json").read_text())
+    keep = ("round", "wall_s", "client_timing", "client_timing_eval", "exchange_s", "server_s")
+    return {
+        "daemons_started_s": started,
+        "command_s": command,
+        "stop_s": stop,
+        "serverapp_s": summary["wall_s"],
+        "discovery_s": summary["discovery_s"],
+        "round_s": [r["wall_s"] for r in records],
+        "records": [{k: r[k] for k in keep if k in r} for r in records],
+    }
 
 
-def markdown(results: list[dict[str, Any]]) -> str:
+def child(kind: str, config: str, rounds: int) -> None:
+    """Run one measurement in this process and print its JSON on the last line."""
+    load = loadavg()
+    res = measure_inproc(config, rounds) if kind == "inproc" else measure_flower(config, rounds)
+    res.update({"load_before": load, "load_after": loadavg()})
+    print(json.dumps(res))
+
+
+def spawn(kind: str, config: str, rounds: int, src: str) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
+    argv = [sys.executable, __file__, "--child", kind, config, str(rounds)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} {config} ({src}) failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def breakdown(one: dict[str, Any]) -> dict[str, float]:
+    """Median over rounds of where a Flower round's time went (seconds).
+
+    ``client``: the slowest client's own time for its message (process start to our handler,
+    then preparing and working); ``flower``: the rest of the round's wait for replies (SuperNode
+    poll sleep, SuperExec poll, transfers, the 0.5 s reply poll); ``server``: the ServerApp's own
+    work (screening, averaging, saving; before ``exchange_s`` was recorded: 0 and counted in
+    ``flower``).
+    """
+    rows: dict[str, list[float]] = {"startup": [], "prepare": [], "work": [], "client": []}
+    rows.update({"flower": [], "server": []})
+    for r in one["records"]:
+        timing = list(r.get("client_timing", {}).values()) + list(
+            r.get("client_timing_eval", {}).values()
+        )
+        if not timing:
+            continue
+        slow = max(timing, key=lambda t: t["startup-s"] + t["prepare-s"] + t["work-s"])
+        client = slow["startup-s"] + slow.get("handler-s", slow["prepare-s"] + slow["work-s"])
+        server = float(r.get("server_s", 0.0))
+        rows["startup"].append(slow["startup-s"])
+        rows["prepare"].append(slow["prepare-s"])
+        rows["work"].append(slow["work-s"])
+        rows["client"].append(client)
+        rows["server"].append(server)
+        rows["flower"].append(r["wall_s"] - server - client)
+    return {k: statistics.median(v) for k, v in rows.items() if v}
+
+
+def report(paths: list[str]) -> str:
+    """Markdown rows from result files: per-round figures and where the time went."""
     lines = [
-        SECTION,
-        "",
-        "Written by `benchmarks/flower_rounds.py` (flwr 1.42.0, loopback: one SuperLink and one",
-        "SuperNode per client on the same host; every round evaluates every client).",
-        f"Host: {os.cpu_count()} CPU cores shared with other jobs; the 1-minute load average",
-        "before/after each config is given: timings on a loaded host are upper bounds.",
-        "",
-        "| config | rounds | load | in-process s/round | Flower before s/round | Flower after "
-        "s/round | overhead before | overhead after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | engine | load (1-min avg, start -> end) | median s/round | min-max | "
+        "overhead (median - in-process median) |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in results:
-        ip = statistics.mean(r["in_process"]["round_s"])
-        b, a = r["before"]["per_round_s"], r["after"]["per_round_s"]
-        lines.append(
-            f"| `{Path(r['config']).name}` | {r['rounds']} | "
-            f"{r['load_before']} -> {r['load_after']} | {ip:.2f} | {b:.1f} | {a:.1f} | "
-            f"{b - ip:.1f} | {a - ip:.1f} |"
-        )
-    lines += [
-        "",
-        "Fixed costs (seconds):",
-        "",
-        "| config | SuperLink up | + SuperNodes started | in-process prepare | client-id discovery"
-        " | `flwr run` to done (after) | stop all | per message: process start | prepare "
-        "(imports, data, model) | work |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        m = r["after"]["client_mean"]
-        lines.append(
-            f"| `{Path(r['config']).name}` | {r['superlink_start_s']:.1f} | "
-            f"{r['nodes_started_s']:.1f} | {r['in_process']['prepare_s']:.1f} | "
-            f"{r['after']['discovery_s']:.1f} | {r['after']['command_s']:.1f} | "
-            f"{r['stop_s']:.1f} | "
-            f"{m['startup-s']:.1f} | {m['prepare-s']:.1f} | {m['work-s']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, text: str, notes: str) -> None:
-    old = path.read_text("utf-8") if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        nxt = rest.find("\n## ")
-        old = head.rstrip() + "\n" + (rest[nxt:] if nxt >= 0 else "")
-    path.write_text(old.rstrip() + "\n\n" + text + notes, encoding="utf-8")
+    parts = ["| config | code | client process start | prepare | work | Flower waits | server |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for path in paths:
+        for res in json.loads(Path(path).read_text()):
+            name = Path(res["config"]).name
+            ip = res["inproc"]
+            base = ip["per_round"]["median"]
+            lines.append(
+                f"| `{name}` | in-process | {ip['load_before']:.1f} -> {ip['load_after']:.1f} | "
+                f"{base:.2f} | {min(ip['round_s']):.2f}-{max(ip['round_s']):.2f} | - |"
+            )
+            for code, one in res["flower"].items():
+                pr = one["per_round"]
+                lines.append(
+                    f"| `{name}` | Flower, {code} | {one['load_before']:.1f} -> "
+                    f"{one['load_after']:.1f} | {pr['median']:.2f} | {pr['min']:.2f}-"
+                    f"{pr['max']:.2f} | {pr['median'] - base:.2f} |"
+                )
+                b = breakdown(one)
+                parts.append(
+                    f"| `{name}` | {code} | {b['startup']:.2f} | {b['prepare']:.2f} | "
+                    f"{b['work']:.2f} | {b['flower']:.2f} | {b['server']:.2f} |"
+                )
+    return "\n".join(lines) + "\n\n" + "\n".join(parts) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--child", nargs=3, metavar=("KIND", "CONFIG", "ROUNDS"))
     p.add_argument("--configs", nargs="+", default=["configs/tiny.toml"])
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--code", nargs="+", default=["after=src"], help="NAME=SRC_DIR, in run order")
+    p.add_argument("--inproc-src", default="src", help="code for the in-process measurement")
     p.add_argument("--out", default="benchmarks/flower_rounds.json")
-    p.add_argument("--doc", default="docs/benchmarks.md")
-    p.add_argument("--notes", default="", help="markdown file appended after the tables")
+    p.add_argument("--report", nargs="+", help="print markdown tables from these result files")
     args = p.parse_args()
-    results = []
+    if args.report:
+        print(report(args.report))
+        return
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    results: list[dict[str, Any]] = []
     for config in args.configs:
-        with tempfile.TemporaryDirectory(prefix="fedsa-flower-bench-") as tmp:
-            results.append(bench(config, args.rounds, Path(tmp)))
-        print(json.dumps(results[-1], indent=1), flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    notes = Path(args.notes).read_text("utf-8") if args.notes else ""
-    write_section(Path(args.doc), markdown(results), notes)
+        res: dict[str, Any] = {"config": config, "rounds": args.rounds, "flower": {}}
+        res["inproc"] = spawn("inproc", config, args.rounds, args.inproc_src)
+        res["inproc"]["per_round"] = summary(res["inproc"]["round_s"])
+        for item in args.code:
+            name, src = item.split("=", 1)
+            one = spawn("flower", config, args.rounds, src)
+            one["src"] = src
+            one["per_round"] = summary(one["round_s"])
+            res["flower"][name] = one
+            ip = res["inproc"]["per_round"]["median"]
+            print(f"{config} {name}: median {one['per_round']['median']:.2f}s/round "
+                  f"(in-process {ip:.2f}s)", file=sys.stderr, flush=True)  # fmt: skip
+        results.append(res)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

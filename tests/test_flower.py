@@ -39,6 +39,7 @@ from fedsa.flower.state import state_path  # noqa: E402
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
 CLIENTS = ("0", "1", "2")
 STARTED: list[int] = []  # process ids of every daemon and descendant these tests started
+WORKERS: list[int] = []  # process ids of the resident workers (also in STARTED)
 HOMES: list[Path] = []  # FLWR_HOME folders of the federations started here
 TIMEOUT = 300.0
 DONE: dict[str, Path] = {}  # finished deployment runs by folder name (reused by later tests)
@@ -81,7 +82,9 @@ def insecure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         fed.start_superlink()
         for c in CLIENTS:
             fed.start_node(Node(c, work / f"state-{c}"))
+        WORKERS.extend(fed.wait_workers(timeout=240).values())
         track(fed)
+        assert set(WORKERS) <= set(STARTED)  # the workers run inside the nodes' process trees
         yield fed
     finally:
         track(fed)
@@ -111,6 +114,10 @@ def test_deployment_equals_in_process(insecure: Federation, algorithm: str) -> N
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [1, 2]
     assert all(r["rejected"] == {} and r["bytes_up"] > r["payload_bytes_up"] > 0 for r in records)
+    # every message was served by the nodes' resident workers, none in-process
+    timing = [t for r in records for t in r["client_timing"].values()]
+    timing += [t for r in records for t in r.get("client_timing_eval", {}).values()]
+    assert len(timing) == 9 and all(t["resident"] == 1.0 for t in timing), timing
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"] == "flower" and summary["rounds"] == 2
     assert 0.0 <= summary["final"]["accuracy_mean"] <= 1.0
@@ -130,6 +137,7 @@ def test_supernode_restart_continues_private_state(insecure: Federation) -> None
     insecure.stop_node("1")
     assert not _alive(old_pid)
     new = insecure.start_node(Node("1", insecure.workdir / "state-1"))
+    WORKERS.extend(insecure.wait_workers(timeout=240).values())
     track(insecure)
     deploy(insecure, cfg3, out, resume=True)
     assert new.alive() and new.proc.pid != old_pid
@@ -380,6 +388,7 @@ def test_no_process_left_behind(insecure: Federation) -> None:
     assert HOMES
     left = [p for p in set(STARTED) if _alive(p)]
     assert left == [], f"processes still running: {left}"
+    assert WORKERS and not any(_alive(p) for p in WORKERS)
     assert flwr_processes() == []
 
 

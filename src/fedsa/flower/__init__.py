@@ -20,6 +20,10 @@ SAFE_ENV: Mapping[str, str] = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
 }
 
+#: Flower's speed settings we pick unless the user already set them: SuperExec looks for a new
+#: ClientApp/ServerApp task every 0.1 s instead of 1 s (flwr allows 0.01-60 s).
+FAST_ENV: Mapping[str, str] = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
+
 
 def default_flwr_home() -> Path:
     """Where the Flower CLI keeps its config when ``FLWR_HOME`` is unset (not ``~/.flwr``)."""
@@ -27,13 +31,15 @@ def default_flwr_home() -> Path:
 
 
 def flower_env(home: Path | None = None) -> dict[str, str]:
-    """A copy of ``os.environ`` with :data:`SAFE_ENV` forced and ``FLWR_HOME`` set.
+    """A copy of ``os.environ``: :data:`SAFE_ENV` forced, :data:`FAST_ENV` defaulted, a home set.
 
     Args:
         home: the Flower home to use; None keeps ``$FLWR_HOME`` or :func:`default_flwr_home`.
     """
     env = dict(os.environ)
     env.update(SAFE_ENV)
+    for key, value in FAST_ENV.items():
+        env.setdefault(key, value)
     if home is not None:
         env["FLWR_HOME"] = str(home)
     else:

@@ -2,7 +2,8 @@
 
 - ``local``: a SuperLink and N SuperNodes on this host (loopback), one run, results, all stopped.
 - ``superlink`` / ``supernode``: start one daemon in the foreground for a real site, with the
-  settings that keep Flower from reaching outside.
+  settings that keep Flower from reaching outside; ``supernode`` also runs the site's resident
+  worker beside the SuperNode (:mod:`fedsa.flower.node`).
 - ``register``: register a SuperNode's public key (SuperNode authentication).
 - ``run``: submit a config to a running SuperLink and wait for it (bounded by ``--timeout``).
 - ``bundle``: write the thin Flower app bundle (a ``pyproject.toml``).
@@ -24,7 +25,9 @@ from typing import Any
 
 from fedsa.core.errors import ConfigError
 from fedsa.flower import flower_env
-from fedsa.flower.launch import Federation, Node, Tls, bin_path, write_app_bundle
+from fedsa.flower.bundle import write_app_bundle
+from fedsa.flower.launch import Federation, Node, Tls
+from fedsa.flower.procs import bin_path
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -73,7 +76,12 @@ def cmd_local(args: argparse.Namespace) -> int:
     with Federation(work) as fed:
         fed.start_superlink()
         for k in range(nodes):
-            fed.start_node(Node(str(k), work / f"state-{k}", data_dir=args.data_dir))
+            node = Node(str(k), work / f"state-{k}", data_dir=args.data_dir)
+            node.worker = not args.no_worker
+            node.threads = max(1, (os.cpu_count() or 1) // nodes)  # the nodes share this host
+            fed.start_node(node)
+        if not args.no_worker:
+            fed.wait_workers(timeout=args.node_timeout)
         print(f"SuperLink at {fed.address}, {nodes} SuperNodes; logs in {work}", file=sys.stderr)
         fed.run(_run_config(args, cfg, out), timeout=args.timeout)
     from fedsa.flower.codec import experiment_key
@@ -164,13 +172,23 @@ def cmd_supernode(args: argparse.Namespace) -> int:
         raise ConfigError("give --root-certificates CA.pem (TLS) or --insecure (loopback trials)")
     if args.auth_key:
         argv += ["--auth-supernode-private-key", args.auth_key]
-    return _exec("flower-supernode", argv)
+    # the node supervisor runs the SuperNode and, beside it, the site's resident worker
+    node = ["-m", "fedsa.flower.node", "--state-dir", str(Path(args.state_dir).resolve())]
+    if args.no_worker:
+        node.append("--no-worker")
+    env = flower_env()
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    os.execve(sys.executable, [sys.executable, *node, "--", *argv], env)
+    return 0  # not reached
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     """Write the thin app bundle."""
     print(write_app_bundle(Path(args.dir)) / "pyproject.toml")
     return 0
+
+
+_NO_WORKER = "no resident worker: every message loads torch and the model in its own process"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -204,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--nodes", type=int, default=0, help="SuperNodes (default: data.num_clients)")
     lo.add_argument("--workdir", default="", help="folder for logs and node state (default: temp)")
     lo.add_argument("--data-dir", default="", help="data folder every node reads")
+    lo.add_argument("--no-worker", action="store_true", help=_NO_WORKER)
     lo.set_defaults(func=cmd_local)
 
     r = sub.add_parser("run", help="submit a config to a running SuperLink and wait for it")
@@ -230,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--data-dir", default="", help="this site's data folder")
     sn.add_argument("--auth-key", default="", help="private key for SuperNode authentication")
     sn.add_argument("--port", type=int, default=9094, help="local port of the node's runtime API")
+    sn.add_argument("--no-worker", action="store_true", help=_NO_WORKER)
     sn.set_defaults(func=cmd_supernode)
 
     rg = sub.add_parser("register", help="register a SuperNode public key with the SuperLink")

@@ -43,7 +43,7 @@ def config_record(cfg: RunConfig, **extra: int | float | bool | str) -> ConfigRe
     return ConfigRecord({"fedsa-config": json.dumps(cfg.to_dict()), **extra})
 
 
-def config_from_record(record: ConfigRecord) -> RunConfig:
+def config_from_record(record: ConfigRecord | Mapping[str, Any]) -> RunConfig:
     """The run config a server sent (validated again on this side)."""
     tree: dict[str, Any] = json.loads(str(record["fedsa-config"]))
     return config_from_dict(tree)

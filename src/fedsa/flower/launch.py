@@ -9,12 +9,9 @@ timeout: a ServerApp that fails or hangs makes :meth:`Federation.run` raise with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -25,97 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsa.core.errors import FedsaError
 from fedsa.flower import flower_env
-
-APP_PYPROJECT = """\
-# Thin Flower app bundle: the components live in the installed fedsa package.
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "fedsa-flower"
-version = "0.1.0"
-description = "fedsa on Flower: FedSA-LoRA and baselines"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "fedsa"
-
-[tool.flwr.app.components]
-serverapp = "fedsa.flower.server_app:app"
-clientapp = "fedsa.flower.client_app:app"
-
-[tool.flwr.app.config]
-config-json = ""
-out-dir = ""
-round-timeout = 600.0
-node-timeout = 120.0
-fold-eval = true
-resume = false
-overwrite = false
-poll-interval = 0.2
-"""
-
-
-def descendants(pid: int) -> list[int]:
-    """All live descendants of ``pid`` (Linux ``/proc``; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
+from fedsa.flower.bundle import write_app_bundle
+from fedsa.flower.procs import Daemon, FlowerRunError, _alive, bin_path, descendants  # noqa: F401 - re-exported for tests
 
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception): ")
-
-
-class FlowerRunError(FedsaError):
-    """A Flower run failed, timed out, or a daemon did not come up."""
-
-
-def bin_path(name: str) -> str:
-    """A Flower command next to this Python (the venv's), else from ``PATH``."""
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        raise FlowerRunError(
-            f"{name} not found: install the extra with pip install 'fedsa[flower]'"
-        )
-    return found
 
 
 def free_port() -> int:
@@ -123,61 +34,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def write_app_bundle(directory: Path) -> Path:
-    """Write the thin app bundle (a ``pyproject.toml`` only) into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
-    return directory
-
-
-@dataclass
-class Daemon:
-    """A Flower daemon in its own session; ``stop`` ends its whole process group."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, name: str, argv: list[str], env: dict[str, str], log: Path) -> Daemon:
-        """Start ``argv`` with output to ``log``, in a new session (its own process group)."""
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen(
-                argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        return cls(name, proc, log)
-
-    def alive(self) -> bool:
-        """Whether the daemon's main process still runs."""
-        return self.proc.poll() is None
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the process group and every descendant, then SIGKILL what is left.
-
-        Descendants are collected first because Flower starts some children in sessions of their
-        own (the SuperLink's ``flower-superexec``), out of reach of the group signal.
-        """
-        tree = [self.proc.pid, *descendants(self.proc.pid)]
-        _signal_group(self.proc.pid, signal.SIGTERM)
-        for pid in tree[1:]:
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_alive(p) for p in tree):
-            self.proc.poll()  # reap the leader so it does not linger as a zombie
-            time.sleep(0.1)
-        _signal_group(self.proc.pid, signal.SIGKILL)
-        for pid in tree:
-            _signal(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5.0)
-
-    def tail(self, lines: int = 30) -> str:
-        """The end of the daemon's log, for error messages."""
-        text = self.log.read_text("utf-8", errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
@@ -200,6 +56,12 @@ class Node:
     """Private key (``ssh-keygen -t ecdsa``) for SuperNode authentication."""
     max_retries: int = 30
     """Connection attempts before the SuperNode gives up."""
+    worker: bool = True
+    """Start the resident worker beside the SuperNode (:mod:`fedsa.flower.node`)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for this node's processes."""
+    threads: int = 1
+    """torch threads of its worker: the nodes of a loopback federation share this host's cores."""
 
 
 @dataclass
@@ -215,6 +77,8 @@ class Federation:
     daemons: list[Daemon] = field(default_factory=list)
     nodes: dict[str, Daemon] = field(default_factory=dict)
     superlink: Daemon | None = None
+    workers: dict[str, Path] = field(default_factory=dict)
+    """State dirs of the nodes started with a resident worker, by client id."""
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -284,11 +148,14 @@ class Federation:
         )
 
     def start_node(self, node: Node) -> Daemon:
-        """Start one SuperNode serving ``node.client_id``."""
+        """Start one SuperNode serving ``node.client_id``, with its resident worker."""
         conf = f'client-id={node.client_id} state-dir="{node.state_dir}"'
         if node.data_dir:
             conf += f' data-dir="{node.data_dir}"'
-        argv = [bin_path("flower-supernode"), "--superlink", self.address]
+        argv = [sys.executable, "-m", "fedsa.flower.node", "--state-dir", str(node.state_dir)]
+        if not node.worker:
+            argv.append("--no-worker")
+        argv += ["--", "--superlink", self.address]
         argv += ["--port", str(free_port()), "--node-config", conf]
         argv += ["--max-retries", str(node.max_retries)]
         if self.tls is None:
@@ -298,14 +165,31 @@ class Federation:
         if node.auth_key is not None:
             argv += ["--auth-supernode-private-key", str(node.auth_key)]
         log = self.workdir / f"supernode-{node.client_id}.log"
-        daemon = Daemon.start(f"supernode-{node.client_id}", argv, self.env, log)
+        env = {**self.env, "FEDSA_WORKER_THREADS": str(node.threads), **node.env}
+        daemon = Daemon.start(f"supernode-{node.client_id}", argv, env, log)
         self.daemons.append(daemon)
         self.nodes[node.client_id] = daemon
+        if node.worker:
+            self.workers[node.client_id] = Path(node.state_dir).resolve()
         return daemon
 
+    def wait_workers(self, timeout: float = 300.0) -> dict[str, int]:
+        """Wait until every node's resident worker answers; their process ids by client id.
+
+        Not needed for correctness (a ClientApp without a worker works in-process), but a run
+        submitted before the workers are up pays the in-process cost for its first messages.
+        """
+        from fedsa.flower.node import wait_workers
+
+        found = wait_workers({c: (d, self.nodes[c]) for c, d in self.workers.items()}, timeout)
+        if isinstance(found, str):
+            raise FlowerRunError(found)
+        return found
+
     def stop_node(self, client_id: str) -> None:
-        """Stop one SuperNode (its process group)."""
+        """Stop one SuperNode (its process group, the worker included)."""
         self.nodes.pop(client_id).stop()
+        self.workers.pop(client_id, None)
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run a ``flwr`` CLI command against this federation's connection."""
@@ -342,6 +226,7 @@ class Federation:
             raise FlowerRunError(f"flwr run failed: {done.stdout.strip()} {done.stderr.strip()}")
         run_id = str(json.loads(done.stdout)["run-id"])
         deadline = time.monotonic() + timeout
+        pause = 0.5
         while time.monotonic() < deadline:
             info = self.run_info(run_id)
             status = str(info.get("status", ""))
@@ -349,7 +234,9 @@ class Federation:
                 if status != "finished:completed":
                     raise FlowerRunError(f"run {run_id} {status}:\n{self.run_log(run_id)}")
                 return info
-            time.sleep(1.0)
+            # each check is a `flwr` process (about 1 CPU-second): back off to spare the rounds
+            time.sleep(pause)
+            pause = min(pause * 1.5, 5.0)
         self.flwr("stop", run_id, "fedsa")
         raise FlowerRunError(
             f"run {run_id} did not finish within {timeout:.0f}s and was stopped:\n"
@@ -381,6 +268,7 @@ class Federation:
         for daemon in reversed(self.daemons):
             daemon.stop()
         self.nodes.clear()
+        self.workers.clear()
 
     def pids(self) -> list[int]:
         """Process-group ids of every daemon started here (to check none is left)."""

@@ -173,6 +173,8 @@ class RunRecorder:
                 record["eval_folded"] = True
             else:
                 record["wall_s"] = time.perf_counter() - self._starts[record["round"]]
+        if "exchange_s" in record:  # what the server itself spent: screening, averaging, saving
+            record["server_s"] = record["wall_s"] - record["exchange_s"]
         self.history.append(record)
         self.run_dir.append_metrics(record)
 

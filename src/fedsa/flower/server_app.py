@@ -32,6 +32,7 @@ from fedsa.core.params import Tensors
 from fedsa.engine.metrics import summarize
 from fedsa.engine.server_step import expected_upload, server_update, upload_weight
 from fedsa.flower.codec import config_record, to_record
+from fedsa.flower.grid import POLL_S, FastGrid
 from fedsa.flower.records import RunRecorder
 from fedsa.flower.screen import Accepted, screen_reply
 
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 
 app = ServerApp()
 
-#: Seconds between pulls for replies.
-POLL_S = 0.2
 #: Longest wait for one wave of client-id queries before nodes that joined since are asked too.
 QUERY_WAVE_S = 20.0
 
@@ -87,26 +86,17 @@ def exchange(
     messages: list[Message],
     timeout: float,
     done: Callable[[dict[int, Message]], bool] | None = None,
-    poll_s: float = 0.2,
+    poll_s: float = POLL_S,
 ) -> dict[int, Message]:
     """Send messages and collect replies (keyed by sender node) until all are in or ``timeout``.
 
-    Pulls every ``poll_s`` seconds (:data:`POLL_S` by default) rather than
+    Pulls every ``poll_s`` seconds (:class:`~fedsa.flower.grid.FastGrid`) rather than
     ``Grid.send_and_receive``'s fixed 3 s, which alone would add up to 3 s to every message
     wave; ``done`` may end the wait early.
     """
-    ids = set(grid.push_messages(messages))
-    deadline = time.monotonic() + timeout
-    replies: dict[int, Message] = {}
-    while ids and time.monotonic() < deadline:
-        for reply in grid.pull_messages(list(ids)):
-            ids.discard(reply.metadata.reply_to_message_id)
-            replies[reply.metadata.src_node_id] = reply
-        if done is not None and done(replies):
-            break
-        if ids:
-            time.sleep(poll_s)
-    return replies
+    fast = grid if isinstance(grid, FastGrid) else FastGrid(grid, poll_s)
+    fast.poll_s = poll_s
+    return fast.collect(messages, timeout, done)
 
 
 def discover(grid: Grid, client_ids: list[str], timeout: float) -> dict[str, int]:
@@ -228,7 +218,9 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         others = [c for c in rec.client_ids if c not in participants]
         if pending is not None:  # clients not training this round are evaluated on their own
             msgs += [to(c, "evaluate", t - 1) for c in others]
+        sent = time.perf_counter()
         replies = exchange(grid, msgs, s.round_timeout, poll_s=s.poll_s)
+        waited = time.perf_counter() - sent
         by_client = {c: replies.get(nodes[c]) for c in rec.client_ids}
         if pending is not None:
             pending["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in msgs[len(participants) :])
@@ -266,6 +258,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         train_msgs = msgs[: len(participants)]
         record = rec.round_record(t, participants, accepted, rejected, train_msgs, start)
         record["accepted"], record["skipped"] = list(accepted), skipped
+        record["exchange_s"] = waited
         record["client_timing"] = timing_of({c: by_client[c] for c in participants})
         rec.save_global(state, t)
         due = t % cfg.eval.every == 0 or t == cfg.federation.rounds
@@ -273,7 +266,9 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
             pending = record
         elif due:
             ev = [to(c, "evaluate", t) for c in rec.client_ids]
+            sent = time.perf_counter()
             replies = exchange(grid, ev, s.round_timeout, poll_s=s.poll_s)
+            record["exchange_s"] += time.perf_counter() - sent
             record["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in ev)
             results = {c: eval_of(replies.get(nodes[c])) for c in rec.client_ids}
             record["client_timing_eval"] = timing_of({c: replies.get(nodes[c]) for c in nodes})
@@ -289,5 +284,5 @@ def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Flower API call
     settings = Settings.from_run_config(dict(context.run_config))
-    summary = run_federation(grid, settings)
+    summary = run_federation(FastGrid(grid, settings.poll_s), settings)
     log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])
