@@ -44,9 +44,10 @@ def measure_inproc(config: str, rounds: int) -> dict[str, Any]:
         from fedsa.engine.prepare import prepare
         from fedsa.engine.simulation import run_rounds
     except ImportError:  # a code version from before it (the "before" rows)
-        from fedsa.config import load_config  # type: ignore[attr-defined,no-redef]
         from fedsa.prepare import prepare  # type: ignore[no-redef]
         from fedsa.simulation import run_rounds  # type: ignore[no-redef]
+
+        from fedsa.config import load_config  # type: ignore[attr-defined,no-redef]
 
     cfg = load_config(config, [f"federation.rounds={rounds}", "eval.every=1"])
     t0 = time.perf_counter()
