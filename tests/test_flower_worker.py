@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("flwr is required under CI=true: pip install 'fedsa[flower]'") from None
     pytest.skip("flwr is not installed: pip install 'fedsa[flower]'", allow_module_level=True)
 
-from fedsa.config.schema import load_config  # noqa: E402
+from fedsa.config.load import load_config  # noqa: E402
 from fedsa.core.io import load_tensors  # noqa: E402
 from fedsa.engine.prepare import prepare  # noqa: E402
 from fedsa.engine.simulation import run_rounds  # noqa: E402
@@ -236,7 +236,8 @@ def test_run_survives_killed_workers(tmp_path: Path) -> None:
     assert records[1]["client_timing"]["1"]["resident"] == 0.0  # round 2 of node 1: fallback
     log = (tmp_path / "work" / "supernode-1.log").read_text()
     assert "no resident worker" in log and "restarting it" in log  # the fallback says so
-    shared, store, _ = run_rounds(prepare(cfg))
+    state, store, _ = run_rounds(prepare(cfg))
+    shared = state.shared
     for name, value in load_tensors(out / "global.safetensors").items():
         torch.testing.assert_close(value, shared[name], rtol=1e-5, atol=1e-6)
     key = experiment_key(cfg)
