@@ -60,3 +60,15 @@ def minilm_path() -> Path:
 def tiny_config() -> Path:
     """The tiny offline config used by engine tests."""
     return TINY
+
+
+def require_flwr() -> None:
+    """Call at module level in Flower tests: skip without flwr, but fail under ``CI=true``."""
+    try:
+        import flwr  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the environment
+        if os.environ.get("CI") == "true":
+            raise ImportError(
+                "flwr is required under CI=true: pip install 'fedsa[flower]'"
+            ) from None
+        pytest.skip("flwr is not installed: pip install 'fedsa[flower]'", allow_module_level=True)

@@ -8,7 +8,6 @@ time. Under ``CI=true`` a missing ``flwr`` fails these tests instead of skipping
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +16,11 @@ import torch
 
 from fedsa.config.load import load_config
 from fedsa.config.schema import RunConfig
+from tests.conftest import require_flwr
 
 pytestmark = pytest.mark.flower
 
-try:
-    import flwr  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI") == "true":
-        raise ImportError("flwr is required under CI=true: pip install 'fedsa[flower]'") from None
-    pytest.skip("flwr is not installed: pip install 'fedsa[flower]'", allow_module_level=True)
+require_flwr()
 
 from flwr.app import Error, Message, MetricRecord, RecordDict  # noqa: E402
 

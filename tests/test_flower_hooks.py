@@ -18,16 +18,21 @@ from typing import Any
 
 import pytest
 import torch
-from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
-from fedsa.algorithms.registry import ALGORITHMS
-from fedsa.config.load import load_config
-from fedsa.core.io import load_tensors
-from fedsa.engine.runner import run
-from fedsa.flower import client_app
-from fedsa.flower.server_app import Settings, run_federation
-from tests.test_hooks import ALTERNATING, MERGE
+from tests.conftest import require_flwr
+
+require_flwr()
+
+from flwr.app import Context, Message, RecordDict  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from fedsa.algorithms.registry import ALGORITHMS  # noqa: E402
+from fedsa.config.load import load_config  # noqa: E402
+from fedsa.core.io import load_tensors  # noqa: E402
+from fedsa.engine.runner import run  # noqa: E402
+from fedsa.flower import client_app  # noqa: E402
+from fedsa.flower.server_app import Settings, run_federation  # noqa: E402
+from tests.test_hooks import ALTERNATING, MERGE  # noqa: E402
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 Handler = Callable[[Message, Context], Message]

@@ -24,14 +24,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import require_flwr
+
 pytestmark = pytest.mark.flower
 
-try:
-    import flwr  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI") == "true":
-        raise ImportError("flwr is required under CI=true: pip install 'fedsa[flower]'") from None
-    pytest.skip("flwr is not installed: pip install 'fedsa[flower]'", allow_module_level=True)
+require_flwr()
 
 from fedsa.config.load import load_config  # noqa: E402
 from fedsa.core.io import load_tensors  # noqa: E402
