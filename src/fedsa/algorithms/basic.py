@@ -17,6 +17,7 @@ FEDSA_LORA = Algorithm(
     summary="share and average A; keep B and the head per client (personalised)",
     paper="Guo et al., Selective Aggregation for LoRA in Federated Learning, "
     "ICLR 2025, arXiv 2410.01463",
+    alignable=True,
 )
 
 FEDIT = Algorithm(
@@ -27,6 +28,17 @@ FEDIT = Algorithm(
     summary="LoRA-FedAvg: train and average both A and B",
     paper="Zhang et al., Towards Building the Federated GPT: Federated Instruction "
     "Tuning, arXiv 2305.05644",
+    alignable=True,
+)
+
+FED_ALORA = Algorithm(
+    name="fed-alora",
+    trains=frozenset({A, B, HEAD}),
+    shares=frozenset({B}),
+    head_configurable=False,
+    summary="the mirror of FedSA-LoRA: share and average B; keep A and the head per client",
+    paper="Fed-ALoRA (share B, keep A), arXiv 2509.25414; code OptMN-Lab/ALoRA",
+    alignable=True,
 )
 
 FFA_LORA = Algorithm(

@@ -94,6 +94,10 @@ class ServerOutput:
     base_delta: Tensors = field(default_factory=dict)
     """Additions to base-model weights, by parameter name (a merged product or residual). The
     engine accumulates them and every client installs the result."""
+    base_sent: Tensors = field(default_factory=dict)
+    """``base_delta`` in the form it travels (:func:`fedsa.algorithms.lowrank.expand` gives the
+    delta back): factors ``W@B``, ``W@A`` for base weight ``W`` or ``W`` itself dense. Empty:
+    sent dense. Communication is counted from this form."""
     state: Tensors = field(default_factory=dict)
     """The rule's state for the next round (saved in checkpoints, restored exactly)."""
 

@@ -7,10 +7,36 @@ plus the hooks that differ) in a module of this package and add it to the tuple 
 
 from __future__ import annotations
 
-from fedsa.algorithms.basic import CENTRALIZED, FEDIT, FEDSA_LORA, FFA_LORA, LOCAL_ONLY
+from fedsa.algorithms.align import FEDROT_LORA
+from fedsa.algorithms.alternating import ROLORA
+from fedsa.algorithms.basic import (
+    CENTRALIZED,
+    FED_ALORA,
+    FEDIT,
+    FEDSA_LORA,
+    FFA_LORA,
+    LOCAL_ONLY,
+)
 from fedsa.algorithms.feddpa import FEDDPA
+from fedsa.algorithms.merging import FEDEX_LORA, FLORA
+from fedsa.algorithms.refactoring import FEDSVD, FLEXLORA
 from fedsa.algorithms.spec import Algorithm
 
 ALGORITHMS: dict[str, Algorithm] = {
-    a.name: a for a in (FEDSA_LORA, FEDIT, FFA_LORA, FEDDPA, LOCAL_ONLY, CENTRALIZED)
+    a.name: a
+    for a in (
+        FEDSA_LORA,
+        FEDIT,
+        FFA_LORA,
+        FEDDPA,
+        ROLORA,
+        FLORA,
+        FEDEX_LORA,
+        FLEXLORA,
+        FEDSVD,
+        FED_ALORA,
+        FEDROT_LORA,
+        LOCAL_ONLY,
+        CENTRALIZED,
+    )
 }

@@ -66,6 +66,13 @@ class Algorithm:
     """Reference only: one model trained on the union of all clients' data (no federation)."""
     variants: frozenset[str] | None = None
     """Adapter variants the algorithm supports (None: all)."""
+    variant_note: str = ""
+    """Why the other variants are refused (shown in the one-line error)."""
+    alignable: bool = False
+    """Whether ``federation.align = "rotation"`` applies: it trains A and B together and the
+    server averages a trained factor (FedRot-LoRA's precondition)."""
+    aligned: bool = False
+    """Rotational alignment always on, whatever ``federation.align`` says (``fedrot-lora``)."""
     schedule: RoundSchedule = same_every_round
     """Which slots train in which local phase of round t, and which are uploaded."""
     server_rule: ServerRule = weighted_mean_rule
@@ -80,6 +87,10 @@ class Algorithm:
     def supports(self, variant: str) -> bool:
         """Whether this algorithm can run over the adapter ``variant``."""
         return self.variants is None or variant in self.variants
+
+    def rotates(self, align: str) -> bool:
+        """Whether clients rotate their factors before uploading under ``federation.align``."""
+        return self.aligned or (self.alignable and align == "rotation")
 
     def shared_slots(self, share_head: bool) -> frozenset[Slot]:
         """Slots sent to the server under the given head policy."""

@@ -105,6 +105,11 @@ class FederationConfig:
     group_by_length: bool = False
     """Reorder each client round's sampled examples so that a batch holds similar lengths (less
     padding, same examples per round, still seeded); false keeps the plain random batches."""
+    align: str = "none"
+    """``rotation``: before uploading, clients rotate their factors towards the global ones
+    (FedRot-LoRA; methods that train A and B and average one); ``none``: no alignment."""
+    align_lambda: float = 1.0
+    """Softened rotation ``(1 - lambda) I + lambda R`` (re-orthogonalised); >= 1: the hard one."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,14 @@ class FedDPAConfig:
     """Local training examples whose representations each test input is compared with."""
     local_fraction: float = 0.5
     """Share of each round's local steps spent on the local adapter (the rest: global adapter)."""
+
+
+@dataclass(frozen=True)
+class FedSVDConfig:
+    """FedSVD (arXiv 2505.12805)."""
+
+    svd_period: int = 1
+    """Re-factorise ``B_bar A`` by SVD every this many rounds (1, as in the paper's scripts)."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     feddpa: FedDPAConfig = field(default_factory=FedDPAConfig)
+    fedsvd: FedSVDConfig = field(default_factory=FedSVDConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)

@@ -87,6 +87,9 @@ def validate(cfg: RunConfig) -> None:
         ("generate.few_shot", cfg.generate.few_shot),
     ):
         _positive(key, value, allow_zero=True)
+    _choice("federation.align", cfg.federation.align, ("none", "rotation"))
+    _positive("federation.align_lambda", cfg.federation.align_lambda)
+    _positive("fedsvd.svd_period", cfg.fedsvd.svd_period)
     _choice("feddpa.combination", cfg.feddpa.combination, ("instance", "sum"))
     _positive("feddpa.num_references", cfg.feddpa.num_references)
     for key, value in (
@@ -124,12 +127,33 @@ def validate(cfg: RunConfig) -> None:
     if not algo.supports(cfg.adapter.variant):
         raise ConfigError(
             f"algorithm = {cfg.algorithm!r} does not support adapter.variant = "
-            f"{cfg.adapter.variant!r}: use one of {', '.join(sorted(algo.variants or ()))}"
+            f"{cfg.adapter.variant!r}"
+            + (f" ({algo.variant_note})" if algo.variant_note else "")
+            + f": use one of {', '.join(sorted(algo.variants or ()))}"
         )
+    _validate_alignment(cfg)
     if cfg.federation.share_head and not algo.head_configurable:
         raise ConfigError(
             f"federation.share_head = true is not allowed for {cfg.algorithm}: its head is "
             "always kept on the client; remove the key"
+        )
+
+
+def _validate_alignment(cfg: RunConfig) -> None:
+    """Rotation needs both factors trained together, one averaged, and LoRA's matrices."""
+    algo = ALGORITHMS[cfg.algorithm]
+    if cfg.federation.align != "rotation" or algo.aligned:
+        return
+    if not algo.alignable:
+        able = sorted(n for n, a in ALGORITHMS.items() if a.alignable)
+        raise ConfigError(
+            f"federation.align = 'rotation' does not apply to {cfg.algorithm}: it needs a method "
+            f"that trains A and B together and averages one ({', '.join(able)}); remove the key"
+        )
+    if cfg.adapter.variant == "vera":
+        raise ConfigError(
+            "federation.align = 'rotation' needs adapter.variant lora or rslora: VeRA's diagonal "
+            "vectors cannot be rotated"
         )
 
 

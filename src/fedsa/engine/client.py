@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fedsa.adapters.layout import Layout, apply_trainable
+from fedsa.algorithms.align import rotate_to_received
 from fedsa.algorithms.hooks import ClientStart
 from fedsa.algorithms.spec import Algorithm
 from fedsa.config.schema import RunConfig
@@ -104,6 +105,8 @@ def client_round(
         )
         losses.append(loss * phase.steps)
     apply_trainable(model, layout)
+    if algorithm.rotates(cfg.federation.align):
+        rotate_to_received(model, layout, start.shared, cfg.federation.align_lambda)
     sent = layout.shared if plan.sends is None else layout.names(plan.sends, layout.shared)
     return ClientResult(
         upload=read_from(model, sent),

@@ -26,6 +26,7 @@ BaseReader = Callable[[Iterable[str]], Tensors]
 """Reads the current values of base-model weights by name (the server's copy of the model)."""
 
 _PER_CLIENT, _BASE, _RULE = "per_client/", "base/", "rule/"
+_SENT, _SYNCED, _ROUNDS = "base_sent/", "base_synced/", "base_rounds"
 
 
 @dataclass
@@ -40,15 +41,40 @@ class ServerState:
     """Absolute current values of base weights the server has changed (empty: none)."""
     rule: Tensors = field(default_factory=dict)
     """The server rule's own state."""
+    base_sent: Tensors = field(default_factory=dict)
+    """The latest base change in the form it travels (factors or dense)."""
+    base_round: int = 0
+    """The round of the latest base change (0: none yet)."""
+    base_prev: int = 0
+    """The round of the base change before it: a client holding that base needs only
+    ``base_sent``; one further behind gets the changed weights dense."""
+    synced: dict[str, int] = field(default_factory=dict)
+    """Per client, the ``base_round`` of the base it holds (absent: the initial base)."""
 
     def sent_to(self, client: str) -> Tensors:
         """The shared tensors client ``client`` receives."""
         return {**self.shared, **self.per_client.get(client, {})}
 
+    def base_payload(self, client: str) -> Tensors:
+        """What ``client`` must receive to hold the current base, counted as sent.
+
+        Nothing when it is current, the latest change's wire form when it holds the previous
+        base, else the changed weights dense (absolute values). Marks the client current.
+        """
+        held = self.synced.get(client, 0)
+        if self.base_round == 0 or held == self.base_round:
+            return {}
+        self.synced[client] = self.base_round
+        return self.base_sent if held == self.base_prev else self.base
+
     def extra_tensors(self) -> Tensors:
         """Everything but ``shared``, flattened with prefixes for one safetensors file."""
         out: Tensors = {f"{_BASE}{k}": v for k, v in self.base.items()}
         out.update({f"{_RULE}{k}": v for k, v in self.rule.items()})
+        if self.base_round:
+            out.update({f"{_SENT}{k}": v for k, v in self.base_sent.items()})
+            out.update({f"{_SYNCED}{c}": torch.tensor(r) for c, r in self.synced.items()})
+            out[_ROUNDS] = torch.tensor([self.base_round, self.base_prev])
         for client, tensors in self.per_client.items():
             out.update({f"{_PER_CLIENT}{client}/{k}": v for k, v in tensors.items()})
         return out
@@ -62,6 +88,12 @@ class ServerState:
                 state.base[key[len(_BASE) :]] = value
             elif key.startswith(_RULE):
                 state.rule[key[len(_RULE) :]] = value
+            elif key.startswith(_SENT):
+                state.base_sent[key[len(_SENT) :]] = value
+            elif key.startswith(_SYNCED):
+                state.synced[key[len(_SYNCED) :]] = int(value)
+            elif key == _ROUNDS:
+                state.base_round, state.base_prev = (int(x) for x in value.tolist())
             elif key.startswith(_PER_CLIENT):
                 client, name = key[len(_PER_CLIENT) :].split("/", 1)
                 state.per_client.setdefault(client, {})[name] = value
@@ -123,7 +155,8 @@ def server_update(
     """Apply the algorithm's server rule to a round's accepted uploads; returns the next state.
 
     Base deltas are added (in float64, cast back) to the current base values, so the state holds
-    absolute values that any client, however many rounds it missed, installs exactly.
+    absolute values that any client, however many rounds it missed, installs exactly; the
+    change's wire form is kept for counting what clients are sent (:meth:`ServerState.base_payload`).
     """
     ctx = ServerContext(
         round=round_idx,
@@ -136,15 +169,25 @@ def server_update(
     )
     out = algorithm.server_rule(uploads, ctx)
     base = dict(state.base)
+    sync = (state.base_sent, state.base_round, state.base_prev)
     if out.base_delta:
         fresh = [n for n in out.base_delta if n not in base]
         base.update(base_of(fresh) if fresh else {})
         for name, delta in out.base_delta.items():
             current = base[name]
             base[name] = (current.double() + delta.double()).to(current.dtype)
+        sent = out.base_sent or {n: d.to(base[n].dtype) for n, d in out.base_delta.items()}
+        sync = (clone(sent), round_idx, state.base_round)
     # copies: a rule may return the same tensor objects in several places (its state and what
     # it sends), and stored state must never alias what is sent or installed
     per_client = {**state.per_client, **{c: clone(t) for c, t in out.per_client.items()}}
     return ServerState(
-        shared=dict(out.shared), per_client=per_client, base=base, rule=clone(out.state)
+        shared=dict(out.shared),
+        per_client=per_client,
+        base=base,
+        rule=clone(out.state),
+        base_sent=sync[0],
+        base_round=sync[1],
+        base_prev=sync[2],
+        synced=dict(state.synced),
     )

@@ -60,6 +60,8 @@ class ClientEvent:
     received_shared: Tensors
     received_private: Tensors
     result: ClientResult
+    received_base: Tensors = dataclasses.field(default_factory=dict)
+    """Base weights changed by the server so far, as the client installed them (absolute)."""
 
 
 ClientCallback = Callable[[ClientEvent], None]
@@ -210,7 +212,7 @@ def run_rounds(
         start = time.perf_counter()
         participants = sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t)
         sent = {cid: state.sent_to(cid) for cid in participants}
-        down = {cid: nbytes(sent[cid]) + nbytes(state.base) for cid in participants}
+        down = {cid: nbytes(sent[cid]) + nbytes(state.base_payload(cid)) for cid in participants}
         results: dict[str, ClientResult] = {}
         uploads: dict[str, Tensors] = {}
         failed: dict[str, str] = {}
@@ -225,7 +227,7 @@ def run_rounds(
                 failed[cid] = str(exc)
                 continue
             if on_client is not None:
-                on_client(ClientEvent(t, cid, sent[cid], private, received))
+                on_client(ClientEvent(t, cid, sent[cid], private, received, state.base))
             results[cid], uploads[cid] = result, received.upload
 
         expected = {c: expected_upload(algorithm, fed.layout, cfg, t, sent[c]) for c in uploads}
