@@ -111,7 +111,9 @@ def test_uploads_hold_exactly_the_shared_tensors(trace: tuple[str, str, Trace]) 
     assert len(t.events) == 6  # 3 clients x 2 rounds
     for e in t.events:
         sends = SENDS.get(algo, {}).get(e.round, EXPECTED_SLOTS[algo]["shared"])
-        assert set(e.result.upload) == set(t.fed.layout.names(frozenset(sends), t.fed.layout.shared))
+        assert set(e.result.upload) == set(
+            t.fed.layout.names(frozenset(sends), t.fed.layout.shared)
+        )
         for name in e.result.upload:
             assert t.fed.layout.slots[name] in EXPECTED_SLOTS[algo]["shared"]
             assert "vera_A" not in name and "vera_B" not in name  # projections never sent

@@ -81,7 +81,12 @@ def _registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-@pytest.mark.parametrize("algorithm", [ALTERNATING.name, MERGE.name])
+EXACT_AND_ALIGNED = [
+    *("rolora", "flora", "fedex-lora", "flexlora", "fedsvd", "fed-alora", "fedrot-lora")
+]
+
+
+@pytest.mark.parametrize("algorithm", [ALTERNATING.name, MERGE.name, *EXACT_AND_ALIGNED])
 def test_flower_apps_equal_in_process_with_hooks(algorithm: str, tmp_path: Path) -> None:
     cfg = load_config(TINY, [f"algorithm={algorithm}", "federation.rounds=2"])
     summary = run(cfg, tmp_path / "inproc")
@@ -91,6 +96,9 @@ def test_flower_apps_equal_in_process_with_hooks(algorithm: str, tmp_path: Path)
     b = load_tensors(tmp_path / "flower" / "global.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert flower["final_clients"] == summary["final_clients"]
-    if algorithm == MERGE.name:  # the base changes went to the clients and into server state
+    if algorithm in (MERGE.name, "flora", "fedex-lora"):  # base changes: sent and in state
         extra = load_tensors(tmp_path / "flower" / "server.safetensors")
         assert any(k.startswith("base/") for k in extra)
+        mine = load_tensors(tmp_path / "inproc" / "server.safetensors")
+        base = {k: v for k, v in mine.items() if k.startswith("base/")}
+        assert base and all(torch.equal(v, extra[k]) for k, v in base.items())

@@ -4,10 +4,10 @@ LoRA factors are defined only up to an invertible r x r mix: ``B A = (B R)(R^T A
 orthogonal R. Clients trained from the same start drift into different such mixes, and averaging
 factors separately then pays the error ``sum_k p_k B_k A_k - B_bar A_bar``. Before uploading,
 each client rotates its factors towards the global ones it received with the orthogonal
-Procrustes solution: ``M = A_k A_bar^T`` (r x r), ``R = U V^T``, ``A_k <- R^T A_k``, ``B_k <- B_k R``
-(or, when only B is shared, ``M = B_k^T B_bar``). The client's product, hence its model, is
-unchanged; only the coordinates in which it is averaged move. With FedSA-LoRA the local B is
-rotated together with the uploaded A, so the client keeps exactly its product.
+Procrustes solution: ``M = A_k A_bar^T`` (r x r), ``R = U V^T``, ``A_k <- R^T A_k``,
+``B_k <- B_k R`` (or, when only B is shared, ``M = B_k^T B_bar``). The client's product, hence
+its model, is unchanged; only the coordinates in which it is averaged move. With FedSA-LoRA the
+local B is rotated together with the uploaded A, so the client keeps exactly its product.
 
 ``federation.align = "rotation"`` turns it on for any method that trains both factors and
 averages one (``Algorithm.alignable``); ``fedrot-lora`` is FedIT with it always on, the paper's
@@ -27,6 +27,27 @@ from fedsa.algorithms.lowrank import lora_layers, procrustes
 from fedsa.core.params import Tensors, read_from, write_into
 
 
+def aligned_pair(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    a_ref: torch.Tensor | None = None,
+    b_ref: torch.Tensor | None = None,
+    lam: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(R^T A, B R)`` in float64, R the Procrustes rotation towards ``a_ref`` (else ``b_ref``).
+
+    ``a`` is (r, n), ``b`` (m, r); ``(B R)(R^T A) = B A`` for every orthogonal R.
+    """
+    if a_ref is not None:
+        rot = procrustes(a.double() @ a_ref.double().T, lam)  # M = A_k A_bar^T (r, r)
+    elif b_ref is not None:
+        rot = procrustes(b.double().T @ b_ref.double(), lam)  # M = B_k^T B_bar (r, r)
+    else:
+        raise ValueError("aligned_pair needs a_ref or b_ref")
+    return rot.T @ a.double(), b.double() @ rot
+
+
 def rotate_to_received(
     model: torch.nn.Module, layout: Layout, received: Tensors, lam: float
 ) -> None:
@@ -36,21 +57,17 @@ def rotate_to_received(
     """
     shared = set(layout.shared)
     for layer in lora_layers(layout.slots):
-        cur = read_from(model, [layer.a, layer.b])
-        a, b = cur[layer.a].double(), cur[layer.b].double()  # (r, n), (m, r)
-        if layer.a in shared:
-            rot = procrustes(a @ received[layer.a].double().T, lam)  # M = A_k A_bar^T
-        elif layer.b in shared:
-            rot = procrustes(b.T @ received[layer.b].double(), lam)  # M = B_k^T B_bar
-        else:
+        if layer.a not in shared and layer.b not in shared:
             continue
-        write_into(
-            model,
-            {
-                layer.a: (rot.T @ a).to(cur[layer.a].dtype),
-                layer.b: (b @ rot).to(cur[layer.b].dtype),
-            },
+        cur = read_from(model, [layer.a, layer.b])
+        a, b = aligned_pair(
+            cur[layer.a],
+            cur[layer.b],
+            a_ref=received[layer.a] if layer.a in shared else None,
+            b_ref=received[layer.b] if layer.a not in shared else None,
+            lam=lam,
         )
+        write_into(model, {layer.a: a.to(cur[layer.a].dtype), layer.b: b.to(cur[layer.b].dtype)})
 
 
 FEDROT_LORA = dataclasses.replace(

@@ -64,9 +64,7 @@ def stacked(
     return b_stack, a_stack
 
 
-def thin_svd(
-    b: torch.Tensor, a: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def thin_svd(b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The thin SVD ``U S V^T`` of ``b @ a`` ((m, q) @ (q, n)) without forming the m x n matrix.
 
     QR of both factors reduces it to the SVD of a q x q core: ``b = Q_b R_b``, ``a^T = Q_a R_a``,
@@ -115,12 +113,13 @@ def procrustes(m: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
     is the hard rotation (the official code's default 1.5 takes that path too).
     """
     u, _, vh = torch.linalg.svd(m.double())
-    rot = u @ vh
+    rot: torch.Tensor = u @ vh
     if lam >= 1.0:
         return rot
     eye = torch.eye(rot.shape[0], dtype=torch.float64)
     u2, _, vh2 = torch.linalg.svd((1.0 - lam) * eye + lam * rot)
-    return u2 @ vh2
+    soft: torch.Tensor = u2 @ vh2
+    return soft
 
 
 FACTOR_B, FACTOR_A = "@B", "@A"

@@ -68,7 +68,9 @@ def fedsvd_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
 
 def b_only(trains: frozenset[Slot], round_idx: int, cfg: RunConfig) -> RoundPlan:
     """FedSVD's plan: train B (and the head), send B (and a shared head); A is the server's."""
-    return RoundPlan(phases=(Phase(trains, cfg.federation.local_steps),), sends=frozenset({B, HEAD}))
+    return RoundPlan(
+        phases=(Phase(trains, cfg.federation.local_steps),), sends=frozenset({B, HEAD})
+    )
 
 
 FLEXLORA = Algorithm(

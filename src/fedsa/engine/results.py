@@ -7,6 +7,9 @@ Layout::
     RUN_DIR/summary.json              final-round numbers, totals, parameter counts
     RUN_DIR/global.safetensors        the server's shared tensors after the last round
     RUN_DIR/clients/<id>.safetensors  each client's private tensors
+    RUN_DIR/server.safetensors        the rest of the server state, where there is any: base
+                                      weights merged into (``base/<name>``, absolute values;
+                                      FLoRA, FedEx-LoRA), per-client tensors, the rule's state
     RUN_DIR/checkpoints/round_<t>/    the newest checkpoints (see :mod:`fedsa.engine.checkpoint`)
 """
 
@@ -99,8 +102,19 @@ class RunDir:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def write_tensors(self, global_shared: Mapping[str, torch.Tensor], store: ClientStore) -> None:
-        """Save the global shared tensors and every client's private tensors."""
+    def write_tensors(
+        self,
+        global_shared: Mapping[str, torch.Tensor],
+        store: ClientStore,
+        server: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Save the global shared tensors, private tensors and the rest of the server state.
+
+        The server state file is written only when not empty: without the merged base weights of
+        FLoRA or FedEx-LoRA the trained model would be incomplete.
+        """
+        if server:
+            save_tensors(self.path / "server.safetensors", server)
         save_tensors(self.path / "global.safetensors", global_shared)
         store.save(self.path / "clients")
 

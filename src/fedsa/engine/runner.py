@@ -104,7 +104,7 @@ def run(
     state, store, history = loop(
         fed, run_dir, on_round, observer, resume=ckpt, checkpointer=Checkpointer(out, cfg)
     )
-    run_dir.write_tensors(state.shared, store)
+    run_dir.write_tensors(state.shared, store, state.extra_tensors())
     summary = build_summary(fed, history, time.perf_counter() - start)
     run_dir.write_summary(summary)
     log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])

@@ -156,7 +156,8 @@ def server_update(
 
     Base deltas are added (in float64, cast back) to the current base values, so the state holds
     absolute values that any client, however many rounds it missed, installs exactly; the
-    change's wire form is kept for counting what clients are sent (:meth:`ServerState.base_payload`).
+    change's wire form is kept for counting what clients are sent
+    (:meth:`ServerState.base_payload`).
     """
     ctx = ServerContext(
         round=round_idx,
