@@ -9,6 +9,10 @@ ALGOS=${1:-fedit,ffa-lora,feddpa,fedsa-lora,local-only,centralized}
 OUT=${OUT:-runs/results}
 
 $FEDSA compare configs/minilm-sst2.toml --algorithms "$ALGOS" --seeds 0,1 --out "$OUT/sst2"
+# The exact and aligned methods (docs/exact_methods.md), same config and seeds.
+$FEDSA compare configs/minilm-sst2.toml \
+    --algorithms rolora,flora,fedex-lora,flexlora,fedsvd,fed-alora,fedrot-lora --seeds 0,1 \
+    --out "$OUT/sst2-exact"
 $FEDSA compare configs/minilm-qnli.toml --algorithms "$ALGOS" --out "$OUT/qnli"
 $FEDSA compare configs/minilm-rte.toml --algorithms "$ALGOS" --out "$OUT/rte"
 # Adapter variants on SST-2. VeRA trains only two vectors per layer and uses lr 0.01 for every

@@ -48,10 +48,11 @@ def run_config(cfg: RunConfig, out: Path, **extra: object) -> dict[str, object]:
 
 def in_process(
     cfg: RunConfig,
-) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Shared tensors, each client's private ones and the base weights the server changed."""
     state, store, _ = run_rounds(prepare(cfg))
     shared = state.shared
-    return shared, {c: store.get(c) for c in CLIENTS}
+    return shared, {c: store.get(c) for c in CLIENTS}, state.base
 
 
 def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
@@ -93,19 +94,25 @@ def deploy(fed: Federation, cfg: RunConfig, out: Path, **extra: object) -> Path:
     return out
 
 
-@pytest.mark.parametrize("algorithm", ["fedsa-lora", "fedit"])
+@pytest.mark.parametrize("algorithm", ["fedsa-lora", "fedit", "fedex-lora"])
 def test_deployment_equals_in_process(insecure: Federation, algorithm: str) -> None:
+    """Same tensors as in-process; FedEx-LoRA also its base weights merged on the clients."""
     cfg = load_config(TINY, [f"algorithm={algorithm}", "federation.rounds=2"])
     out = deploy(insecure, cfg, insecure.workdir / f"run-{algorithm}")
 
-    shared, private = in_process(cfg)
+    shared, private, base = in_process(cfg)
+    if base:
+        server = load_tensors(out / "server.safetensors")
+        assert_close(
+            {k[len("base/") :]: v for k, v in server.items() if k.startswith("base/")}, base, "base"
+        )
     assert_close(load_tensors(out / "global.safetensors"), shared, "global shared")
     key = experiment_key(cfg)
     for c in CLIENTS:
         saved = load_tensors(state_path(insecure.workdir / f"state-{c}", key, c))
         assert_close(saved, private[c], f"client {c} private")
     # fedsa-lora keeps B on the client; fedit sends it: the names that crossed the network differ
-    assert any("lora_B" in k for k in shared) == (algorithm == "fedit")
+    assert any("lora_B" in k for k in shared) == (algorithm != "fedsa-lora")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [1, 2]
     assert all(r["rejected"] == {} and r["bytes_up"] > r["payload_bytes_up"] > 0 for r in records)
@@ -137,7 +144,7 @@ def test_supernode_restart_continues_private_state(insecure: Federation) -> None
     deploy(insecure, cfg3, out, resume=True)
     assert new.alive() and new.proc.pid != old_pid
 
-    shared, private = in_process(cfg3)
+    shared, private, _ = in_process(cfg3)
     assert_close(load_tensors(out / "global.safetensors"), shared, "global after resume")
     for c in CLIENTS:
         got = load_tensors(state_path(insecure.workdir / f"state-{c}", key, c))

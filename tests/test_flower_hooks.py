@@ -12,6 +12,7 @@ tensors sent to clients, an install step that restarts the adapter). The real de
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,15 @@ def test_flower_apps_equal_in_process_with_hooks(algorithm: str, tmp_path: Path)
     b = load_tensors(tmp_path / "flower" / "global.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert flower["final_clients"] == summary["final_clients"]
+    # the same bytes reach each client (base changes too: nothing, the last change, or dense)
+    down = [
+        [
+            json.loads(line)["bytes_down_per_client"]
+            for line in (tmp_path / d / "metrics.jsonl").open()
+        ]
+        for d in ("inproc", "flower")
+    ]
+    assert down[0] == down[1]
     if algorithm in (MERGE.name, "flora", "fedex-lora"):  # base changes: sent and in state
         extra = load_tensors(tmp_path / "flower" / "server.safetensors")
         assert any(k.startswith("base/") for k in extra)

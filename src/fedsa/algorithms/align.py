@@ -74,8 +74,8 @@ FEDROT_LORA = dataclasses.replace(
     FEDIT,
     name="fedrot-lora",
     summary="FedIT with rotational alignment: clients rotate A_k, B_k towards the global factors",
-    paper="FedRot-LoRA: rotational alignment for federated LoRA, arXiv 2602.23638; code "
-    "haoran-zh/FedRot-LoRA",
+    paper="Zhang et al., FedRot-LoRA: Mitigating Rotational Misalignment in Federated LoRA, "
+    "arXiv 2602.23638",
     variants=frozenset({"lora", "rslora"}),
     variant_note="a rotation mixes the rank components of A and B, which VeRA's diagonal "
     "vectors cannot represent",

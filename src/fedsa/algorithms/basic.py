@@ -37,7 +37,8 @@ FED_ALORA = Algorithm(
     shares=frozenset({B}),
     head_configurable=False,
     summary="the mirror of FedSA-LoRA: share and average B; keep A and the head per client",
-    paper="Fed-ALoRA (share B, keep A), arXiv 2509.25414; code OptMN-Lab/ALoRA",
+    paper="Ban and Ji, Rethinking Parameter Sharing for LLM Fine-Tuning with Multiple "
+    "LoRAs (ALoRA / Fed-ALoRA), arXiv 2509.25414",
     alignable=True,
 )
 

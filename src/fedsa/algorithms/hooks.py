@@ -92,12 +92,11 @@ class ServerOutput:
     """Tensors for particular clients that replace same-named ones of ``shared`` when they are
     next sent (FlexLoRA's per-client truncations)."""
     base_delta: Tensors = field(default_factory=dict)
-    """Additions to base-model weights, by parameter name (a merged product or residual). The
-    engine accumulates them and every client installs the result."""
-    base_sent: Tensors = field(default_factory=dict)
-    """``base_delta`` in the form it travels (:func:`fedsa.algorithms.lowrank.expand` gives the
-    delta back): factors ``W@B``, ``W@A`` for base weight ``W`` or ``W`` itself dense. Empty:
-    sent dense. Communication is counted from this form."""
+    """Additions to base-model weights (a merged product or residual) in the form they travel:
+    ``W`` itself dense, or factors ``W@B``, ``W@A`` whose product is the addition to weight
+    ``W`` (:func:`fedsa.algorithms.lowrank.compact`). Communication is counted from this form;
+    the engine and every client rebuild the same additions from it
+    (:func:`~fedsa.algorithms.lowrank.expand`) and accumulate them."""
     state: Tensors = field(default_factory=dict)
     """The rule's state for the next round (saved in checkpoints, restored exactly)."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedsa.core.params import Tensors
 from fedsa.core.slots import A, Slot
 
 A_MARK, B_MARK, BASE_SUFFIX = ".lora_A.", ".lora_B.", ".base_layer.weight"
@@ -144,8 +145,8 @@ def compact(
 def expand(sent: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Dense float64 base deltas from a wire form written by :func:`compact` (the client's step).
 
-    Rules compute their ``base_delta`` with this same function, so what a client rebuilds from
-    the wire equals what the server applied.
+    The server applies its rule's ``base_delta`` through this same function, so what a client
+    rebuilds from the wire equals what the server holds.
     """
     out: dict[str, torch.Tensor] = {}
     for name, value in sent.items():
@@ -157,3 +158,14 @@ def expand(sent: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out[name] = value.double()
     return out
+
+
+def wire_targets(sent: Mapping[str, torch.Tensor]) -> list[str]:
+    """The base weights a wire form changes, in order."""
+    names = [n[: -len(FACTOR_B)] if n.endswith(FACTOR_B) else n for n in sent]
+    return [n for n in names if not n.endswith(FACTOR_A)]
+
+
+def on_the_wire(sent: Mapping[str, torch.Tensor], dtypes: Mapping[str, torch.dtype]) -> Tensors:
+    """``sent`` with dense entries cast to their weight's dtype (factors keep theirs)."""
+    return {n: v if n.endswith((FACTOR_A, FACTOR_B)) else v.to(dtypes[n]) for n, v in sent.items()}

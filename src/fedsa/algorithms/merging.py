@@ -3,9 +3,9 @@
 Both are exact: after the server's step, every client's effective weight ``W0 + s B A`` (base as
 changed so far, adapter as received) equals the weighted mean ``sum_k p_k (W0 + s B_k A_k)`` of
 the clients' trained models. The base change travels in factored form when that is smaller
-(:func:`~fedsa.algorithms.lowrank.compact`) and the rule derives its ``base_delta`` from exactly
-what it sends, with the scale ``s`` folded into the B-side factor (a zoo implementation dropped
-it) and ``B @ A`` in ``nn.Linear``'s (d_out, d_in) orientation (FedEx-LoRA's code added the
+(:func:`~fedsa.algorithms.lowrank.compact`); server and clients apply exactly what is sent,
+with the scale ``s`` folded into the B-side factor (a zoo implementation dropped it) and
+``B @ A`` in ``nn.Linear``'s (d_out, d_in) orientation (FedEx-LoRA's code added the
 transpose, which only GPT-2's ``Conv1D`` wants).
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from fedsa.algorithms.aggregate import weighted_mean
 from fedsa.algorithms.hooks import ServerContext, ServerOutput, Upload
-from fedsa.algorithms.lowrank import compact, expand, lora_layers, normalised, stacked
+from fedsa.algorithms.lowrank import compact, lora_layers, normalised, stacked
 from fedsa.algorithms.spec import Algorithm
 from fedsa.core.params import Tensors
 from fedsa.core.slots import HEAD, A, B
@@ -51,8 +51,7 @@ def flora_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
     mean = weighted_mean([{n: u[n] for n in heads} for u in ups], [u.weight for u in uploads])
     return ServerOutput(
         shared={**ctx.shared, **mean, **initial},
-        base_delta=expand(sent),
-        base_sent=sent,
+        base_delta=sent,
         state={_INIT + k: v for k, v in initial.items()},
     )
 
@@ -77,7 +76,7 @@ def fedex_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
         db = torch.cat([math.sqrt(pk) * (b - b_bar) for pk, b in zip(p, bs, strict=True)], dim=1)
         da = torch.cat([math.sqrt(pk) * (a - a_bar) for pk, a in zip(p, as_, strict=True)], dim=0)
         sent.update(compact(layer.base, ctx.scale * db, da, ups[0][layer.a].dtype))
-    return ServerOutput(shared=shared, base_delta=expand(sent), base_sent=sent)
+    return ServerOutput(shared=shared, base_delta=sent)
 
 
 FLORA = Algorithm(

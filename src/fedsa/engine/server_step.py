@@ -18,6 +18,7 @@ import torch
 from fedsa.adapters.layout import Layout
 from fedsa.algorithms.aggregate import screen_updates
 from fedsa.algorithms.hooks import ServerContext, Upload
+from fedsa.algorithms.lowrank import expand, on_the_wire, wire_targets
 from fedsa.algorithms.spec import Algorithm
 from fedsa.config.schema import RunConfig
 from fedsa.core.params import Tensors, clone, select
@@ -55,17 +56,25 @@ class ServerState:
         """The shared tensors client ``client`` receives."""
         return {**self.shared, **self.per_client.get(client, {})}
 
-    def base_payload(self, client: str) -> Tensors:
-        """What ``client`` must receive to hold the current base, counted as sent.
+    def base_payload(self, client: str) -> tuple[str, Tensors]:
+        """What ``client`` must receive to hold the current base, and in which form.
 
-        Nothing when it is current, the latest change's wire form when it holds the previous
-        base, else the changed weights dense (absolute values). Marks the client current.
+        ``("", {})`` when it is current; ``("merge", wire)`` with the latest change's wire form
+        when it holds the previous base (or the initial one, if the latest change is the
+        first); else ``("base", absolute values of the changed weights)``. Marks the client
+        current (an engine that learns the message was lost calls :meth:`forget`).
         """
         held = self.synced.get(client, 0)
         if self.base_round == 0 or held == self.base_round:
-            return {}
+            return "", {}
         self.synced[client] = self.base_round
-        return self.base_sent if held == self.base_prev else self.base
+        if held == self.base_prev:
+            return "merge", self.base_sent
+        return "base", self.base
+
+    def forget(self, client: str) -> None:
+        """The client may not hold the latest base: send it the changed weights next time."""
+        self.synced.pop(client, None)
 
     def extra_tensors(self) -> Tensors:
         """Everything but ``shared``, flattened with prefixes for one safetensors file."""
@@ -172,13 +181,13 @@ def server_update(
     base = dict(state.base)
     sync = (state.base_sent, state.base_round, state.base_prev)
     if out.base_delta:
-        fresh = [n for n in out.base_delta if n not in base]
+        fresh = [n for n in wire_targets(out.base_delta) if n not in base]
         base.update(base_of(fresh) if fresh else {})
-        for name, delta in out.base_delta.items():
+        sent = clone(on_the_wire(out.base_delta, {n: v.dtype for n, v in base.items()}))
+        for name, delta in expand(sent).items():  # exactly what each client will rebuild
             current = base[name]
-            base[name] = (current.double() + delta.double()).to(current.dtype)
-        sent = out.base_sent or {n: d.to(base[n].dtype) for n, d in out.base_delta.items()}
-        sync = (clone(sent), round_idx, state.base_round)
+            base[name] = (current.double() + delta).to(current.dtype)
+        sync = (sent, round_idx, state.base_round)
     # copies: a rule may return the same tensor objects in several places (its state and what
     # it sends), and stored state must never alias what is sent or installed
     per_client = {**state.per_client, **{c: clone(t) for c, t in out.per_client.items()}}

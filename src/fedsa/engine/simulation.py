@@ -212,7 +212,7 @@ def run_rounds(
         start = time.perf_counter()
         participants = sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t)
         sent = {cid: state.sent_to(cid) for cid in participants}
-        down = {cid: nbytes(sent[cid]) + nbytes(state.base_payload(cid)) for cid in participants}
+        down = {cid: nbytes(sent[cid]) + nbytes(state.base_payload(cid)[1]) for cid in participants}
         results: dict[str, ClientResult] = {}
         uploads: dict[str, Tensors] = {}
         failed: dict[str, str] = {}

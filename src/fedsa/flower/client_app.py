@@ -73,8 +73,9 @@ def _request(msg: Message, context: Context, kind: str) -> Packet:
     }
     records = msg.content.array_records
     arrays = {k: v.numpy() for k, v in records["shared"].items()}
-    if "base" in records:  # base-weight changes of a server rule that makes any (prefixed)
-        arrays.update({f"base/{k}": v.numpy() for k, v in records["base"].items()})
+    for form in ("base", "merge"):  # base-weight changes of a rule that makes any (prefixed)
+        if form in records:
+            arrays.update({f"{form}/{k}": v.numpy() for k, v in records[form].items()})
     return Packet(header, arrays)
 
 

@@ -89,6 +89,7 @@ class RunRecorder:
         self.shared = load_tensors(path)
         extra = self.out / SERVER_STATE
         self.state = ServerState.restore(self.shared, load_tensors(extra) if extra.exists() else {})
+        self.state.synced.clear()  # sites may have restarted since: send them dense weights first
         old = [r for r in read_metrics(self.out) if r["round"] <= done]
         self.run_dir = RunDir(self.out, overwrite=True)
         for record in old:

@@ -148,16 +148,18 @@ def message(
     shared: Tensors,
     cfg: RunConfig,
     base: Tensors | None = None,
+    form: str = "base",
     **extra: int | float | bool | str,
 ) -> Message:
     """A train or evaluate instruction for one client.
 
     It holds the shared tensors for this client, base-weight changes (only for algorithms whose
-    server rule makes any) and the config.
+    server rule makes any: record ``base`` for absolute weights, ``merge`` for the latest change
+    in its wire form) and the config.
     """
     content = RecordDict({"shared": to_record(shared), "config": config_record(cfg, **extra)})
     if base:
-        content["base"] = to_record(base)
+        content[form] = to_record(base)
     return Message(content, node, kind)
 
 
@@ -209,7 +211,16 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
     pending: dict[str, Any] | None = None  # a round whose evaluation rides on the next train
 
     def to(c: str, kind: str, t: int, **extra: int | float | bool | str) -> Message:
-        return message(nodes[c], kind, state.sent_to(c), cfg, state.base, round=t, **extra)
+        held = state.synced.get(c, 0)
+        form, base = state.base_payload(c)  # nothing, the latest change, or dense weights
+        sync: dict[str, int | str] = {"base-round": state.base_round, "base-from": held}
+        sync["base-kind"] = form
+        return message(nodes[c], kind, state.sent_to(c), cfg, base, form, round=t, **sync, **extra)
+
+    def lost(clients: list[str], replies: dict[str, Message | None]) -> None:
+        for c in clients:  # a client without a good reply may lack the latest base weights
+            if replies.get(c) is None or replies[c].has_error():  # type: ignore[union-attr]
+                state.forget(c)
 
     for t in range(rec.next_round, cfg.federation.rounds + 1):
         start = time.perf_counter()
@@ -222,6 +233,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         replies = exchange(grid, msgs, s.round_timeout, poll_s=s.poll_s)
         waited = time.perf_counter() - sent
         by_client = {c: replies.get(nodes[c]) for c in rec.client_ids}
+        lost(participants + (others if pending is not None else []), by_client)
         if pending is not None:
             pending["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in msgs[len(participants) :])
             results = {c: eval_of(r) for c, r in by_client.items()}
@@ -268,6 +280,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
             ev = [to(c, "evaluate", t) for c in rec.client_ids]
             sent = time.perf_counter()
             replies = exchange(grid, ev, s.round_timeout, poll_s=s.poll_s)
+            lost(rec.client_ids, {c: replies.get(nodes[c]) for c in rec.client_ids})
             record["exchange_s"] += time.perf_counter() - sent
             record["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in ev)
             results = {c: eval_of(replies.get(nodes[c])) for c in rec.client_ids}

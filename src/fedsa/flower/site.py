@@ -29,14 +29,16 @@ from fedsa.core.params import Tensors
 from fedsa.engine.client import client_round, client_seed
 from fedsa.engine.prepare import Federation, prepare
 from fedsa.engine.simulation import evaluate_client
+from fedsa.flower.basesync import BaseCopies
 from fedsa.flower.channel import Arrays, Packet
 from fedsa.flower.codec import config_from_record, experiment_key
 from fedsa.flower.state import load_private, pick_state, state_path, store_private
 
 log = logging.getLogger(__name__)
 
-BASE = "base/"
-"""Prefix of base-weight tensors in a request's arrays (adapter names start ``base_model.``)."""
+BASE, MERGE = "base/", "merge/"
+"""Prefixes of base-weight tensors in a request's arrays (adapter names start ``base_model.``):
+absolute changed weights, or the latest change in its wire form."""
 
 #: Config sections that shape no prepared piece (data, split, tokens, model, layout).
 _NOT_BUILT = ("optim", "eval", "analysis", "checkpoint", "faults")
@@ -73,6 +75,7 @@ class SiteRunner:
         self.max_runs = max_runs
         self._feds: OrderedDict[str, Federation] = OrderedDict()
         self._private: dict[tuple[str, str, str], tuple[tuple[str, int, int], Tensors]] = {}
+        self._bases = BaseCopies()
 
     def federation(self, cfg: RunConfig) -> tuple[Federation, bool]:
         """The prepared run for ``cfg`` (from memory when only unbuilt settings changed)."""
@@ -137,8 +140,9 @@ class SiteRunner:
         training = head["kind"] == "train"
         private = self._load_private(fed, state_dir, exp, client, run, t, training, context)
         arrays = from_numpy(request.arrays)
-        base = {k[len(BASE) :]: v for k, v in arrays.items() if k.startswith(BASE)}
-        shared = {k: v for k, v in arrays.items() if not k.startswith(BASE)}
+        changes = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith((BASE, MERGE))}
+        shared = {k: v for k, v in arrays.items() if not k.startswith((BASE, MERGE))}
+        base = self._bases.current(fed, (exp, client, run), changes, settings, context)
         start_state = ClientStart(fed.frozen, shared, private, fed.init_private, base)
         ready = time.perf_counter()
         records: dict[str, dict[str, float | int]] = {}
