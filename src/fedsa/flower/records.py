@@ -2,8 +2,8 @@
 
 Writes the same layout and record keys as the in-process engine (:mod:`fedsa.engine.results`,
 :func:`fedsa.engine.summary.build_summary`), plus what only a network run has: ``rejected``
-(client -> reason), ``payload_bytes_up`` (tensor bytes, comparable to the in-process
-``bytes_up``) and
+(client -> reason), ``payload_bytes_up`` and ``payload_bytes_down_per_client`` (tensor bytes
+alone, comparable to the in-process ``bytes_up`` and ``bytes_down_per_client``) and
 ``bytes_down_eval``. ``bytes_up``/``bytes_down`` here are the ArrayRecords actually sent, as
 Flower counts them (``.npy`` data with headers, plus key names).
 """
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import Message
 from safetensors import safe_open
@@ -117,6 +118,15 @@ class RunRecorder:
         """Bytes of the tensors' ArrayRecords (shared, and base changes if any) in a message."""
         return sum(record_bytes(r) for r in msg.content.array_records.values())
 
+    @staticmethod
+    def tensor_bytes(msg: Message) -> int:
+        """Tensor data alone in a message (no headers or keys): the in-process ``bytes_down``."""
+        return sum(
+            int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+            for r in msg.content.array_records.values()
+            for a in r.values()
+        )
+
     def round_record(
         self,
         t: int,
@@ -140,6 +150,9 @@ class RunRecorder:
             "bytes_up_per_client": up,
             "bytes_down_per_client": down,
             "payload_bytes_up": sum(a.payload_bytes for a in accepted.values()),
+            "payload_bytes_down_per_client": {
+                c: self.tensor_bytes(m) for c, m in zip(participants, train_msgs, strict=False)
+            },
             "train_loss": sum(losses.values()) / len(losses) if losses else None,
             "train_loss_per_client": losses,
             "rejected": rejected,
