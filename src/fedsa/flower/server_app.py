@@ -153,10 +153,10 @@ def message(
 ) -> Message:
     """A train or evaluate instruction for one client.
 
-    It holds the shared tensors for this client, base-weight changes (only for algorithms whose
-    server rule makes any: record ``base`` for absolute weights, ``merge`` for the latest change
-    in its wire form) and the config.
+    It holds the shared tensors, the config and any base-weight change: record ``base`` for
+    absolute weights, ``merge`` for the latest change in its wire form (``base-kind`` names it).
     """
+    extra["base-kind"] = form if base else ""
     content = RecordDict({"shared": to_record(shared), "config": config_record(cfg, **extra)})
     if base:
         content[form] = to_record(base)
@@ -211,10 +211,9 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
     pending: dict[str, Any] | None = None  # a round whose evaluation rides on the next train
 
     def to(c: str, kind: str, t: int, **extra: int | float | bool | str) -> Message:
-        held = state.synced.get(c, 0)
+        sync: dict[str, int | str] = {"base-round": state.base_round}
+        sync["base-from"] = state.synced.get(c, 0)
         form, base = state.base_payload(c)  # nothing, the latest change, or dense weights
-        sync: dict[str, int | str] = {"base-round": state.base_round, "base-from": held}
-        sync["base-kind"] = form
         return message(nodes[c], kind, state.sent_to(c), cfg, base, form, round=t, **sync, **extra)
 
     def lost(clients: list[str], replies: dict[str, Message | None]) -> None:
