@@ -145,3 +145,27 @@ def test_a_transposed_residual_would_fail() -> None:
     rect = run_case("fedex-lora", "lora", RECTANGULAR, 4)
     shapes = {tuple(v.shape) for v in rect.final[1].values()}
     assert {(64, 32), (32, 64)} <= shapes
+
+
+def test_merging_methods_refuse_layers_stored_transposed() -> None:
+    """GPT-2's Conv1D stores W0 as (d_in, d_out): adding ``B @ A`` there would be the transposed
+    merge, which a square layer would not reveal; FLoRA and FedEx-LoRA refuse it, FedIT need not."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from fedsa.algorithms.registry import ALGORITHMS
+    from fedsa.core.errors import ConfigError
+    from fedsa.engine.prepare import check_orientation
+
+    gpt2 = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64))
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=2, target_modules=["c_attn"], fan_in_fan_out=True
+    )
+    model = get_peft_model(gpt2, lora)
+    for algo in ("flora", "fedex-lora"):
+        with pytest.raises(ConfigError, match="stores its weight transposed"):
+            check_orientation(model, ALGORITHMS[algo])
+    check_orientation(model, ALGORITHMS["fedit"])
+    check_orientation(
+        prepare(load_config(TINY, ["algorithm=fedex-lora"])).model, ALGORITHMS["flora"]
+    )

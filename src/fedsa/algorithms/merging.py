@@ -89,6 +89,7 @@ FLORA = Algorithm(
     "Low-Rank Adaptations, NeurIPS 2024, arXiv 2409.05976",
     variants=LORA_ONLY,
     variant_note=PRODUCT_NOTE,
+    merges_into_linear=True,
     server_rule=flora_rule,
 )
 
@@ -103,5 +104,6 @@ FEDEX_LORA = Algorithm(
     variants=LORA_ONLY,
     variant_note=PRODUCT_NOTE,
     alignable=True,
+    merges_into_linear=True,
     server_rule=fedex_rule,
 )

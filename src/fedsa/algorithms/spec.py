@@ -73,6 +73,9 @@ class Algorithm:
     server averages a trained factor (FedRot-LoRA's precondition)."""
     aligned: bool = False
     """Rotational alignment always on, whatever ``federation.align`` says (``fedrot-lora``)."""
+    merges_into_linear: bool = False
+    """Its rule adds ``B @ A`` to base weights stored (d_out, d_in), as ``nn.Linear`` does; a
+    model whose adapted layers are stored transposed (GPT-2's ``Conv1D``) is refused."""
     schedule: RoundSchedule = same_every_round
     """Which slots train in which local phase of round t, and which are uploaded."""
     server_rule: ServerRule = weighted_mean_rule

@@ -20,7 +20,7 @@ from fedsa.algorithms.registry import ALGORITHMS
 from fedsa.algorithms.spec import Algorithm
 from fedsa.config.schema import RunConfig
 from fedsa.core.device import autocast_dtype
-from fedsa.core.errors import DataError
+from fedsa.core.errors import ConfigError, DataError
 from fedsa.core.params import Tensors, read_from
 from fedsa.models.causal_lm import resolve_target_modules
 from fedsa.tasks.base import Loaded, TaskEval
@@ -106,10 +106,29 @@ def build_model(
     algorithm = ALGORITHMS[cfg.algorithm]
     if algorithm.extend_model is not None:
         algorithm.extend_model(model, adapter, cfg)
+    check_orientation(model, algorithm)
     model = model.to(device)
     layout = make_layout(model, VARIANTS[cfg.adapter.variant], algorithm, cfg.federation.share_head)
     apply_trainable(model, layout)
     return model, layout
+
+
+def check_orientation(model: torch.nn.Module, algorithm: Algorithm) -> None:
+    """Refuse a merging method on layers stored (d_in, d_out) (PEFT's ``fan_in_fan_out``).
+
+    FLoRA and FedEx-LoRA add ``B @ A`` to ``W0``; on GPT-2's ``Conv1D`` that would need the
+    transpose, which on a square layer no shape check would catch (FedEx-LoRA's code has the
+    opposite slip).
+    """
+    if not algorithm.merges_into_linear:
+        return
+    for name, module in model.named_modules():
+        if getattr(module, "fan_in_fan_out", False):
+            raise ConfigError(
+                f"algorithm = {algorithm.name!r} merges B @ A into nn.Linear weights, but "
+                f"{name} stores its weight transposed (Conv1D, as in GPT-2): pick a model with "
+                "nn.Linear layers or another algorithm"
+            )
 
 
 def prepare(cfg: RunConfig) -> Federation:
