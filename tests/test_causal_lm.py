@@ -33,6 +33,13 @@ EXPECTED = {  # (shared, private, frozen) slots: no head slot exists for a causa
     "feddpa": ({A, B}, {A_LOCAL, B_LOCAL}, set()),
     "local-only": (set(), {A, B}, set()),
     "centralized": ({A, B}, set(), set()),
+    "rolora": ({A, B}, set(), set()),
+    "flora": ({A, B}, set(), set()),
+    "fedex-lora": ({A, B}, set(), set()),
+    "flexlora": ({A, B}, set(), set()),
+    "fedsvd": ({A, B}, set(), set()),
+    "fed-alora": ({B}, {A}, set()),
+    "fedrot-lora": ({A, B}, set(), set()),
 }
 
 
