@@ -129,10 +129,15 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
             tree = tomllib.loads(p.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    apply_overrides(tree, overrides)
+    return config_from_dict(tree)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: typing.Sequence[str]) -> None:
+    """Set every ``dotted.key=value`` of ``overrides`` in the nested dict ``tree``, in order."""
     for item in overrides:
         keys, value = parse_override(item)
         _set_path(tree, keys, value)
-    return config_from_dict(tree)
 
 
 def config_from_dict(tree: dict[str, Any]) -> RunConfig:
