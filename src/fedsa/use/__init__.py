@@ -1,0 +1,1 @@
+"""Using what a run trained: open a run directory, export PEFT adapters, predict."""
