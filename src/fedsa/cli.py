@@ -1,4 +1,4 @@
-"""The ``fedsa`` command: ``run``, ``compare``, ``analyze`` and ``list``.
+"""The ``fedsa`` command: ``run``, ``compare``, ``analyze``, ``list``, ``export``, ``predict``.
 
 User mistakes (:class:`~fedsa.core.errors.FedsaError`) print one line on stderr and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsa.core.errors import ConfigError, FedsaError
+from fedsa.use.commands import add_use_commands
 
 
 def _quiet_libraries() -> None:
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fl.add_argument("args", nargs=argparse.REMAINDER, help="COMMAND and its arguments")
     fl.set_defaults(func=cmd_flower)
+    add_use_commands(sub)
     return p
 
 
