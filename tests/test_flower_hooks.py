@@ -109,3 +109,22 @@ def test_flower_apps_equal_in_process_with_hooks(algorithm: str, tmp_path: Path)
         mine = load_tensors(tmp_path / "inproc" / "server.safetensors")
         base = {k: v for k, v in mine.items() if k.startswith("base/")}
         assert base and all(torch.equal(v, extra[k]) for k, v in base.items())
+
+
+def test_flower_sites_keep_the_same_generations_on_their_nodes(tmp_path: Path) -> None:
+    """A site writes what its model answered into its own state dir, never to the server."""
+    tiny_llama = TINY.parent / "tiny-llama.toml"
+    cfg = load_config(tiny_llama, ["federation.rounds=2", "data.num_clients=2"])
+    run(cfg, tmp_path / "inproc")
+    grid = InMemoryGrid(cfg.data.num_clients)
+    for node, context in grid.contexts.items():
+        context.node_config["state-dir"] = str(tmp_path / f"state-{node}")
+    settings = Settings(cfg, tmp_path / "flower", 60.0, 10.0, True, False, False, 0.0)
+    run_federation(grid, settings)  # type: ignore[arg-type]
+    assert not (tmp_path / "flower" / "generations").exists()
+    for node in grid.contexts:
+        client = str(node - 100)
+        for t in (1, 2):
+            [site] = (tmp_path / f"state-{node}").glob(f"*/generations/round_{t}/{client}.jsonl")
+            mine = tmp_path / "inproc" / "generations" / f"round_{t}" / f"{client}.jsonl"
+            assert site.read_text() == mine.read_text()

@@ -171,7 +171,7 @@ def evaluate_instance_wise(e: ClientEval) -> dict[str, float]:
     totals: dict[str, float] = {}
     for i, a in zip(e.eval_indices, weights.tolist(), strict=True):
         set_mix(e.model, 1.0 - a, a)
-        for key, value in task.evaluate(e.model, [i]).items():
+        for key, value in task.evaluate(e.model, [i], e.records).items():
             if key != "n":
                 totals[key] = totals.get(key, 0.0) + value
     set_mix(e.model, *training_mix(cfg))

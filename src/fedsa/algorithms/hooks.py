@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -145,6 +146,8 @@ class ClientEval:
     train_indices: Sequence[int]
     eval_indices: Sequence[int]
     cfg: RunConfig
+    records: list[dict[str, Any]] | None = None
+    """Where a generation task appends what each prompt got (None: keep no records)."""
 
 
 ClientEvaluator = Callable[[ClientEval], dict[str, float]]
@@ -152,4 +155,4 @@ ClientEvaluator = Callable[[ClientEval], dict[str, float]]
 
 def task_evaluation(e: ClientEval) -> dict[str, float]:
     """The default evaluator: the task's own metric on the client's evaluation shard."""
-    return e.task.evaluate(e.model, e.eval_indices)
+    return e.task.evaluate(e.model, e.eval_indices, e.records)

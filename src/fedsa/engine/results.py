@@ -11,6 +11,10 @@ Layout::
                                       weights merged into (``base/<name>``, absolute values;
                                       FLoRA, FedEx-LoRA), per-client tensors, the rule's state
     RUN_DIR/checkpoints/round_<t>/    the newest checkpoints (see :mod:`fedsa.engine.checkpoint`)
+    RUN_DIR/generations/round_<t>/<client>.jsonl
+                                      generation tasks: per evaluated round and client, one line
+                                      per test prompt (index, prompt, generated, answer,
+                                      reference, correct), to read what the model answered
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class RunDir:
     """Writer for one run directory."""
 
     ARTIFACTS = ("metrics.jsonl", "summary.json", "global.safetensors", "config.json")
-    FOLDERS = ("clients", "checkpoints", "snapshots", "analysis")
+    FOLDERS = ("clients", "checkpoints", "snapshots", "analysis", "generations")
 
     def __init__(self, path: Path, *, overwrite: bool = False) -> None:
         """Create (or, with ``overwrite``, empty of an earlier run) the directory."""
@@ -90,6 +94,24 @@ class RunDir:
         """Replace ``metrics.jsonl`` by ``records`` (a resume drops rounds after its checkpoint)."""
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write_bytes(self.path / "metrics.jsonl", text.encode())
+
+    def write_generations(self, round_idx: int, transcripts: Mapping[str, list[Any]]) -> None:
+        """Save each client's generation records of one evaluation, one JSON object a line.
+
+        Each file is written atomically, so a reader never sees half a record.
+        """
+        folder = self.path / "generations" / f"round_{round_idx}"
+        for client, records in transcripts.items():
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            atomic_write_bytes(folder / f"{client}.jsonl", text.encode())
+
+    def drop_generations_after(self, round_idx: int) -> None:
+        """Delete the generation records of rounds after ``round_idx`` (a resume redoes them)."""
+        folder = self.path / "generations"
+        for sub in folder.glob("round_*") if folder.is_dir() else ():
+            suffix = sub.name.removeprefix("round_")
+            if suffix.isdigit() and int(suffix) > round_idx:
+                shutil.rmtree(sub, ignore_errors=True)
 
     def write_config(self, config: Mapping[str, Any]) -> None:
         """Save the resolved config."""

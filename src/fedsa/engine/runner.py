@@ -94,6 +94,7 @@ def run(
     fed = prepare(cfg)
     if resume:
         run_dir.rewrite_metrics(ckpt.history if ckpt else [])
+        run_dir.drop_generations_after(ckpt.round if ckpt else 0)
     else:
         run_dir = RunDir(out, overwrite=overwrite)
         run_dir.write_config(cfg.to_dict())

@@ -79,28 +79,40 @@ def client_start(fed: Federation, state: ServerState, cid: str, private: Tensors
 
 
 def evaluate_clients(
-    fed: Federation, state: ServerState, store: ClientStore, clients: list[str] | None = None
+    fed: Federation,
+    state: ServerState,
+    store: ClientStore,
+    clients: list[str] | None = None,
+    transcripts: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Each client's personalised model (what the server sends it + own private) on its shard.
 
-    ``clients`` names whom to evaluate (None: every client); see ``eval.clients``.
+    ``clients`` names whom to evaluate (None: every client); see ``eval.clients``. Where the task
+    keeps records of what each prompt got (generation), they go to ``transcripts[client]``.
     """
     per_client: dict[str, dict[str, float]] = {}
     position = {cid: k for k, cid in enumerate(fed.client_ids)}
     for cid in fed.client_ids if clients is None else clients:
         fed.algorithm.install(fed.model, client_start(fed, state, cid, store.get(cid)))
-        per_client[cid] = evaluate_client(fed, position[cid])
+        records: list[dict[str, Any]] | None = [] if transcripts is not None else None
+        per_client[cid] = evaluate_client(fed, position[cid], records)
+        if records and transcripts is not None:
+            transcripts[cid] = records
     return {"clients": per_client, **summarize(per_client)}
 
 
-def evaluate_client(fed: Federation, k: int) -> dict[str, float]:
+def evaluate_client(
+    fed: Federation, k: int, records: list[dict[str, Any]] | None = None
+) -> dict[str, float]:
     """Client ``k``'s metrics with whatever adapter state the model holds now.
 
     The algorithm's evaluator decides how (FedDPA mixes its adapters per input); by default it is
-    the task's own scorer.
+    the task's own scorer, which appends what each prompt got to ``records`` where it keeps any.
     """
     cfg = fed.cfg
-    request = ClientEval(fed.model, fed.scorer, k, fed.client_train[k], fed.client_eval[k], cfg)
+    request = ClientEval(
+        fed.model, fed.scorer, k, fed.client_train[k], fed.client_eval[k], cfg, records
+    )
     with autocast(fed.device, autocast_dtype(cfg.precision, fed.device)):
         return fed.algorithm.evaluate(request)
 
@@ -118,13 +130,17 @@ def finish_round(
     """Evaluate when due, time the round, and hand its record to history, disk and observer.
 
     ``eval_s`` (evaluation time) is recorded next to ``wall_s`` (whole round, evaluation included).
+    What a generation task's clients answered goes to ``generations/round_<t>/<client>.jsonl``.
     """
     t = record["round"]
     if t % fed.cfg.eval.every == 0 or t == fed.cfg.federation.rounds:
         who = record["participants"] if fed.cfg.eval.clients == "participants" else None
         eval_start = time.perf_counter()
-        record["eval"] = evaluate_clients(fed, state, store, who)
+        transcripts: dict[str, list[dict[str, Any]]] = {}
+        record["eval"] = evaluate_clients(fed, state, store, who, transcripts)
         record["eval_s"] = time.perf_counter() - eval_start
+        if run_dir is not None and transcripts:
+            run_dir.write_generations(t, transcripts)
     record["wall_s"] = time.perf_counter() - start
     history.append(record)
     if run_dir is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -61,7 +62,10 @@ def _report(out: Path) -> None:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    """SuperLink + N SuperNodes on loopback, one run, private states copied into RUN_DIR."""
+    """SuperLink + N SuperNodes on loopback, one run; private states copied into RUN_DIR.
+
+    So are the sites' generation records, which a real deployment keeps on each node.
+    """
     from fedsa.core.io import load_tensors, save_tensors
 
     cfg = _config(args)
@@ -90,6 +94,10 @@ def cmd_local(args: argparse.Namespace) -> int:
     for k in range(nodes):
         path = state_path(work / f"state-{k}", experiment_key(cfg), str(k))
         save_tensors(out / "clients" / f"{k}.safetensors", load_tensors(path))
+        for src in sorted(path.parent.glob(f"generations/round_*/{k}.jsonl")):
+            dest = out / "generations" / src.parent.name / src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
     _report(out)
     return 0
 

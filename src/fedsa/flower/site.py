@@ -25,6 +25,7 @@ import torch
 from fedsa.algorithms.hooks import ClientStart
 from fedsa.config.schema import RunConfig
 from fedsa.core.errors import ConfigError
+from fedsa.core.io import atomic_write_bytes
 from fedsa.core.params import Tensors
 from fedsa.engine.client import client_round, client_seed
 from fedsa.engine.prepare import Federation, prepare
@@ -32,7 +33,13 @@ from fedsa.engine.simulation import evaluate_client
 from fedsa.flower.basesync import BaseCopies
 from fedsa.flower.channel import Arrays, Packet
 from fedsa.flower.codec import config_from_record, experiment_key
-from fedsa.flower.state import load_private, pick_state, state_path, store_private
+from fedsa.flower.state import (
+    generations_path,
+    load_private,
+    pick_state,
+    state_path,
+    store_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +155,9 @@ class SiteRunner:
         records: dict[str, dict[str, float | int]] = {}
         upload: Arrays = {}
         if not training or bool(settings.get("eval-before", False)):
-            records["eval"] = self._evaluate(fed, k, start_state)
+            evaluated = t - 1 if training else t  # eval-before scores the previous round's model
+            keep = generations_path(state_dir, exp, client, evaluated) if state_dir else None
+            records["eval"] = self._evaluate(fed, k, start_state, keep)
         if training:
             result = client_round(
                 fed.model, fed.layout, fed.algorithm, start=start_state,
@@ -174,10 +183,20 @@ class SiteRunner:
         return Packet({"client": client, "records": records}, upload)
 
     @staticmethod
-    def _evaluate(fed: Federation, k: int, start: ClientStart) -> dict[str, float]:
-        """Personalised metrics: what the server sent + own private, on the client's eval shard."""
+    def _evaluate(
+        fed: Federation, k: int, start: ClientStart, keep: Path | None
+    ) -> dict[str, float]:
+        """Personalised metrics: what the server sent + own private, on the client's eval shard.
+
+        A generation task's records (prompt, generated text, answer, reference) are written to
+        ``keep`` on this node; they never go to the server.
+        """
         fed.algorithm.install(fed.model, start)
-        metrics: dict[str, float] = dict(evaluate_client(fed, k))
+        texts: list[dict[str, Any]] = []
+        metrics: dict[str, float] = dict(evaluate_client(fed, k, texts))
+        if texts and keep is not None:
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in texts)
+            atomic_write_bytes(keep, lines.encode())
         prior = fed.scorer.prior(fed.client_train[k], fed.client_eval[k])
         if prior is not None:
             metrics["majority"] = prior

@@ -39,6 +39,15 @@ def state_path(state_dir: Path, experiment: str, client: str) -> Path:
     return Path(state_dir) / experiment / f"client_{client}.safetensors"
 
 
+def generations_path(state_dir: Path, experiment: str, client: str, round_idx: int) -> Path:
+    """Where a site keeps what its model answered in round ``round_idx``'s evaluation.
+
+    ``<state_dir>/<experiment>/generations/round_<t>/<id>.jsonl``: prompts and answers are the
+    site's data, so they stay on its node (``fedsa flower local`` copies them into the run dir).
+    """
+    return Path(state_dir) / experiment / "generations" / f"round_{round_idx}" / f"{client}.jsonl"
+
+
 def previous_path(state_dir: Path, experiment: str, client: str) -> Path:
     """The file :func:`state_path` held before its latest write."""
     return Path(state_dir) / experiment / f"client_{client}.prev.safetensors"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from peft import TaskType
@@ -37,8 +37,17 @@ class TaskEval(Protocol):
     def device(self) -> torch.device:
         """Where the model lives."""
 
-    def evaluate(self, model: torch.nn.Module, indices: Sequence[int]) -> dict[str, float]:
-        """Metrics over ``dev[indices]``: ``accuracy`` (the headline), ``loss``, ``n`` at least."""
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        indices: Sequence[int],
+        records: list[dict[str, Any]] | None = None,
+    ) -> dict[str, float]:
+        """Metrics over ``dev[indices]``: ``accuracy`` (the headline), ``loss``, ``n`` at least.
+
+        Generation tasks append one record per example to ``records`` when it is given (what was
+        asked, generated, extracted and expected); classifiers leave it as it is.
+        """
 
     def inputs(self, split: str) -> Encoded:
         """The model inputs of ``split`` (``train`` or ``dev``) without targets.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,13 @@ class ClassificationEval:
     batch_size: int
     device: torch.device
 
-    def evaluate(self, model: torch.nn.Module, indices: Sequence[int]) -> dict[str, float]:
-        """Accuracy, loss and size on ``dev[indices]``."""
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        indices: Sequence[int],
+        records: list[dict[str, Any]] | None = None,
+    ) -> dict[str, float]:
+        """Accuracy, loss and size on ``dev[indices]`` (no records: the labels say it all)."""
         return evaluate(model, self.dev, indices, self.batch_size, self.device)
 
     def inputs(self, split: str) -> Encoded:

@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -75,6 +76,9 @@ class Generation:
     batch_size: int
     stop_ids: tuple[int, ...]
     """Token ids that end a turn (EOS and the template's end-of-turn token)."""
+    questions: tuple[str, ...] = ()
+    """The plain text of each test prompt (no few-shot turns, no chat template), for the
+    generation records a person reads (empty: the records decode ``prompts`` instead)."""
 
 
 @torch.inference_mode()
@@ -147,14 +151,35 @@ def exact_match(
     indices: Sequence[int],
     batch_size: int,
     device: torch.device,
+    records: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """Exact match (as ``accuracy`` and ``exact_match``), reference loss and size on a shard."""
+    """Exact match (as ``accuracy`` and ``exact_match``), reference loss and size on a shard.
+
+    With ``records`` given, one record per example is appended to it, in ``indices`` order: what
+    was asked, what the model generated, the answer extracted from it, the reference and whether
+    they match (see :func:`generation_record`), so a person can read what the model answered.
+    """
     texts = generate_greedy(model, gen, indices, device)
-    correct = sum(is_correct(texts[i], gen.references[i]) for i in indices)
+    verdicts = {i: is_correct(texts[i], gen.references[i]) for i in indices}
+    if records is not None:
+        records.extend(generation_record(gen, i, texts[i], verdicts[i]) for i in indices)
     n = len(indices)
-    em = correct / n
+    em = sum(verdicts.values()) / n
     loss = reference_loss(model, dev, indices, batch_size, device)
     return {"accuracy": em, "exact_match": em, "loss": loss, "n": float(n)}
+
+
+def generation_record(gen: Generation, i: int, generated: str, correct: bool) -> dict[str, Any]:
+    """One line of ``generations/round_<t>/<client>.jsonl``: test example ``i`` as scored."""
+    prompt = gen.questions[i] if gen.questions else str(gen.tokenizer.decode(gen.prompts[i]))
+    return {
+        "index": i,
+        "prompt": prompt,
+        "generated": generated,
+        "answer": extract_answer(generated),
+        "reference": gen.references[i],
+        "correct": correct,
+    }
 
 
 def prompt_view(data: Encoded) -> Encoded:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import TaskType
@@ -34,9 +35,16 @@ class GenerationEval:
     batch_size: int
     device: torch.device
 
-    def evaluate(self, model: torch.nn.Module, indices: Sequence[int]) -> dict[str, float]:
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        indices: Sequence[int],
+        records: list[dict[str, Any]] | None = None,
+    ) -> dict[str, float]:
         """Exact match (as ``accuracy`` and ``exact_match``), reference loss and size."""
-        return exact_match(model, self.generation, self.dev, indices, self.batch_size, self.device)
+        return exact_match(
+            model, self.generation, self.dev, indices, self.batch_size, self.device, records
+        )
 
     def inputs(self, split: str) -> Encoded:
         """The zero-shot prompts of the split: never the reference answers."""

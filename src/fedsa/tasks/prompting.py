@@ -135,6 +135,7 @@ def build_generation(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         stop_ids=stop_ids(tokenizer),
+        questions=tuple(ex.prompt for ex in task.dev),
     )
 
 
