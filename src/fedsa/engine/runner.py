@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsa.config.load import config_diff
-from fedsa.config.schema import RunConfig
+from fedsa.config.schema import NOT_COMPUTED, RunConfig
 from fedsa.core.errors import ConfigError
 from fedsa.core.io import save_tensors
 from fedsa.engine.centralized import run_centralized
@@ -49,9 +49,13 @@ def snapshot_writer(run_dir: RunDir, rounds: tuple[int, ...]) -> ClientCallback:
 
 
 def _resume_point(cfg: RunConfig, out: Path) -> tuple[RunDir, Checkpoint | None]:
-    """Open ``out`` for resuming ``cfg``: same config required, newest valid checkpoint found."""
+    """Open ``out`` for resuming ``cfg``: same config required, newest valid checkpoint found.
+
+    Tracking settings (:data:`~fedsa.config.schema.NOT_COMPUTED`) may differ: a resumed run can
+    be logged elsewhere without changing what it computes.
+    """
     run_dir = RunDir.reopen(out)
-    differing = config_diff(run_dir.read_config(), cfg.to_dict())
+    differing = config_diff(run_dir.read_config(), cfg.to_dict(), NOT_COMPUTED)
     if differing:
         raise ConfigError(
             f"cannot resume {str(out)!r} with another config: {', '.join(differing[:6])} "
