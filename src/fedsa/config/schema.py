@@ -227,11 +227,7 @@ TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Where else each round's metrics go besides ``metrics.jsonl`` (see docs/tracking.md).
-
-    Tracking changes nothing a run computes, so it is left out of :meth:`RunConfig.sha256` and a
-    run may be resumed with other tracking settings.
-    """
+    """Trackers mirroring ``metrics.jsonl`` (docs/tracking.md); not part of the config digest."""
 
     report_to: tuple[str, ...] = ()
     """Experiment trackers to log to: any of ``tensorboard``, ``mlflow``, ``wandb``, ``trackio``
@@ -239,9 +235,10 @@ class TrackingConfig:
     project: str = "fedsa"
     """MLflow experiment, W&B project and trackio project the run is logged under."""
     run_name: str = ""
-    """Name of the run in the trackers (empty: the run directory's name)."""
+    """Name of the run in the trackers (empty: the run directory's name, ``<algorithm>/seed_<s>``
+    for ``fedsa compare``'s seed folders)."""
     mlflow_uri: str = ""
-    """MLflow tracking URI (empty: a local file store in ``RUN_DIR/mlruns``)."""
+    """MLflow tracking URI (empty: a local SQLite store, ``RUN_DIR/mlflow/mlflow.db``)."""
     wandb_mode: str = "offline"
     """``offline`` (written under ``RUN_DIR/wandb``, upload later with ``wandb sync``) or
     ``online``; offline by default so that nothing leaves the machine unless asked."""
