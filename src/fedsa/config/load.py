@@ -158,7 +158,15 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two config dicts (``to_dict`` form), sorted."""
+def config_diff(
+    old: dict[str, Any], new: dict[str, Any], ignore: typing.Sequence[str] = ()
+) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (``to_dict`` form), sorted.
+
+    Keys in the groups named by ``ignore`` (e.g. ``tracking``) are left out, absent or not, so
+    that a resume may change what changes nothing computed, and configs saved before such a
+    group existed still compare equal.
+    """
     a, b = _flatten(jsonable(old)), _flatten(jsonable(new))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    keys = {k for k in a.keys() | b.keys() if k.split(".")[0] not in ignore}
+    return sorted(k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>"))

@@ -222,6 +222,32 @@ class FaultConfig:
     (times 1e6: caught only by ``federation.max_update_norm``)."""
 
 
+TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Trackers mirroring ``metrics.jsonl`` (docs/tracking.md); not part of the config digest."""
+
+    report_to: tuple[str, ...] = ()
+    """Experiment trackers to log to: any of ``tensorboard``, ``mlflow``, ``wandb``, ``trackio``
+    (each an optional extra, e.g. ``pip install 'fedsa[mlflow]'``); empty: none."""
+    project: str = "fedsa"
+    """MLflow experiment, W&B project and trackio project the run is logged under."""
+    run_name: str = ""
+    """Name of the run in the trackers (empty: the run directory's name, ``<algorithm>/seed_<s>``
+    for ``fedsa compare``'s seed folders)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI (empty: a local SQLite store, ``RUN_DIR/mlflow/mlflow.db``)."""
+    wandb_mode: str = "offline"
+    """``offline`` (written under ``RUN_DIR/wandb``, upload later with ``wandb sync``) or
+    ``online``; offline by default so that nothing leaves the machine unless asked."""
+
+
+NOT_COMPUTED = ("tracking",)
+"""Config groups that change nothing a run computes: outside its digest and resume check."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A complete experiment: what a ``config.json`` in every run directory holds."""
@@ -247,6 +273,7 @@ class RunConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples become lists)."""
@@ -254,8 +281,13 @@ class RunConfig:
         return data
 
     def sha256(self) -> str:
-        """Fingerprint of the resolved config: equal configs, equal digest (reuse, resume)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """Fingerprint of what the run computes: equal digests, equal runs (reuse, resume).
+
+        The :data:`NOT_COMPUTED` groups are left out, so that logging to another tracker neither
+        invalidates a checkpoint nor a finished run, and digests made before they existed hold.
+        """
+        data = {k: v for k, v in self.to_dict().items() if k not in NOT_COMPUTED}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def jsonable(value: Any) -> Any:

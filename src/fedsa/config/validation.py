@@ -12,7 +12,7 @@ import typing
 
 from fedsa.adapters.variants import VARIANTS
 from fedsa.algorithms.registry import ALGORITHMS
-from fedsa.config.schema import BAD_KINDS, FaultConfig, RunConfig
+from fedsa.config.schema import BAD_KINDS, TRACKERS, FaultConfig, RunConfig, TrackingConfig
 from fedsa.core.errors import ConfigError
 from fedsa.models.causal_lm import SMOLLM2, TINY_LLAMA
 from fedsa.tasks.glue import TASKS
@@ -117,6 +117,7 @@ def validate(cfg: RunConfig) -> None:
         )
     _positive("checkpoint.keep", cfg.checkpoint.keep)
     _validate_faults(cfg.faults)
+    _validate_tracking(cfg.tracking)
     bad_rounds = [t for t in cfg.analysis.snapshot_rounds if not 1 <= t <= cfg.federation.rounds]
     if bad_rounds:
         raise ConfigError(
@@ -155,6 +156,18 @@ def _validate_alignment(cfg: RunConfig) -> None:
             "federation.align = 'rotation' needs adapter.variant lora or rslora: VeRA's diagonal "
             "vectors cannot be rotated"
         )
+
+
+def _validate_tracking(tracking: TrackingConfig) -> None:
+    """Known tracker names, each once; whether its package is installed is checked at run start."""
+    for name in tracking.report_to:
+        _choice("tracking.report_to", name, TRACKERS)
+    twice = sorted({n for n in tracking.report_to if tracking.report_to.count(n) > 1})
+    if twice:
+        raise ConfigError(f"tracking.report_to names {', '.join(twice)} twice: list each once")
+    _choice("tracking.wandb_mode", tracking.wandb_mode, ("offline", "online"))
+    if not tracking.project.strip():
+        raise ConfigError("tracking.project is empty: name the project, e.g. 'fedsa'")
 
 
 def _validate_faults(faults: FaultConfig) -> None:

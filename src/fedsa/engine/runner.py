@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsa.config.load import config_diff
-from fedsa.config.schema import RunConfig
+from fedsa.config.schema import NOT_COMPUTED, RunConfig
 from fedsa.core.errors import ConfigError
 from fedsa.core.io import save_tensors
 from fedsa.engine.centralized import run_centralized
@@ -23,6 +23,7 @@ from fedsa.engine.prepare import Federation, prepare
 from fedsa.engine.results import RunDir
 from fedsa.engine.simulation import ClientCallback, ClientEvent, RoundCallback, run_rounds
 from fedsa.engine.summary import build_summary
+from fedsa.tracking.fanout import chain, check_trackers, open_trackers
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,13 @@ def snapshot_writer(run_dir: RunDir, rounds: tuple[int, ...]) -> ClientCallback:
 
 
 def _resume_point(cfg: RunConfig, out: Path) -> tuple[RunDir, Checkpoint | None]:
-    """Open ``out`` for resuming ``cfg``: same config required, newest valid checkpoint found."""
+    """Open ``out`` for resuming ``cfg``: same config required, newest valid checkpoint found.
+
+    Tracking settings (:data:`~fedsa.config.schema.NOT_COMPUTED`) may differ: a resumed run can
+    be logged elsewhere without changing what it computes.
+    """
     run_dir = RunDir.reopen(out)
-    differing = config_diff(run_dir.read_config(), cfg.to_dict())
+    differing = config_diff(run_dir.read_config(), cfg.to_dict(), NOT_COMPUTED)
     if differing:
         raise ConfigError(
             f"cannot resume {str(out)!r} with another config: {', '.join(differing[:6])} "
@@ -82,10 +87,12 @@ def run(
         out: the run directory.
         overwrite: replace an earlier run in ``out``.
         resume: continue the run in ``out`` from its newest valid checkpoint.
-        on_round: called with each round's metrics record.
+        on_round: called with each round's metrics record (before the trackers of
+            ``[tracking] report_to`` log it).
         on_ready: called once the data and model are prepared.
     """
     start = time.perf_counter()
+    check_trackers(cfg)  # a missing tracker package fails here, before anything is written
     ckpt = None
     if resume:
         run_dir, ckpt = _resume_point(cfg, out)
@@ -102,11 +109,18 @@ def run(
         on_ready(fed)
     observer = snapshot_writer(run_dir, cfg.analysis.snapshot_rounds)
     loop = run_centralized if fed.algorithm.pooled else run_rounds
-    state, store, history = loop(
-        fed, run_dir, on_round, observer, resume=ckpt, checkpointer=Checkpointer(out, cfg)
-    )
-    run_dir.write_tensors(state.shared, store, state.extra_tensors())
-    summary = build_summary(fed, history, time.perf_counter() - start)
-    run_dir.write_summary(summary)
+    with open_trackers(cfg, run_dir.path, resume_from=ckpt.round if ckpt else 0) as trackers:
+        state, store, history = loop(
+            fed,
+            run_dir,
+            chain(on_round, trackers.on_round),
+            observer,
+            resume=ckpt,
+            checkpointer=Checkpointer(out, cfg),
+        )
+        run_dir.write_tensors(state.shared, store, state.extra_tensors())
+        summary = build_summary(fed, history, time.perf_counter() - start)
+        run_dir.write_summary(summary)
+        trackers.finish()
     log.info("run finished: mean client accuracy %.4f", summary["final"]["accuracy_mean"])
     return summary
