@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,27 @@ def test_flower_sites_keep_the_same_generations_on_their_nodes(tmp_path: Path) -
             [site] = (tmp_path / f"state-{node}").glob(f"*/generations/round_{t}/{client}.jsonl")
             mine = tmp_path / "inproc" / "generations" / f"round_{t}" / f"{client}.jsonl"
             assert site.read_text() == mine.read_text()
+
+
+def test_flower_server_logs_to_the_trackers_as_in_process(tmp_path: Path) -> None:
+    """``[tracking]`` on the Flower server: every finished round reaches MLflow, as in-process."""
+    if os.environ.get("CI") != "true":  # in dev, so CI has it: there a missing one fails
+        pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from fedsa.tracking.mlflow_tracker import local_uri
+
+    cfg = load_config(TINY, ["federation.rounds=2", 'tracking.report_to=["mlflow"]'])
+    settings = Settings(cfg, tmp_path / "flower", 60.0, 10.0, True, False, False, 0.0)
+    run_federation(InMemoryGrid(cfg.data.num_clients), settings)  # type: ignore[arg-type]
+    records = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").open()]
+    client = MlflowClient(tracking_uri=local_uri(tmp_path / "flower"))
+    experiment = client.get_experiment_by_name("fedsa")
+    assert experiment is not None
+    (found,) = client.search_runs([experiment.experiment_id])
+    assert found.info.status == "FINISHED"
+    history = client.get_metric_history(found.info.run_id, "eval/accuracy_mean")
+    assert sorted((m.step, m.value) for m in history) == [
+        (r["round"], r["eval"]["accuracy_mean"]) for r in records
+    ]
+    assert found.data.params["algorithm"] == cfg.algorithm

@@ -36,8 +36,18 @@ from fedsa.engine.store import ClientStore
 class RunDir:
     """Writer for one run directory."""
 
-    ARTIFACTS = ("metrics.jsonl", "summary.json", "global.safetensors", "config.json")
-    FOLDERS = ("clients", "checkpoints", "snapshots", "analysis", "generations")
+    ARTIFACTS = (
+        "metrics.jsonl",
+        "summary.json",
+        "global.safetensors",
+        "server.safetensors",
+        "config.json",
+        "tracking.json",
+    )
+    FOLDERS = (
+        *("clients", "checkpoints", "snapshots", "analysis", "generations", "plots"),
+        *("tensorboard", "mlflow", "wandb"),  # the local tracker stores of the replaced run
+    )
 
     def __init__(self, path: Path, *, overwrite: bool = False) -> None:
         """Create (or, with ``overwrite``, empty of an earlier run) the directory."""

@@ -16,11 +16,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from fedsa.config.load import config_from_dict
-from fedsa.config.schema import RunConfig
+from fedsa.config.schema import NOT_COMPUTED, RunConfig
 from fedsa.core.params import Tensors
 
 #: Config keys that may change between runs of one experiment without touching private state.
-_RUN_ONLY = ("eval", "analysis")
+_RUN_ONLY = ("eval", "analysis", *NOT_COMPUTED)  # tracking: where a run is logged, not what it is
 
 
 def to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:

@@ -33,6 +33,7 @@ from fedsa.engine.server_step import ServerState
 from fedsa.flower.codec import experiment_key, record_bytes
 from fedsa.flower.screen import Accepted
 from fedsa.tasks.glue import TASKS
+from fedsa.tracking.fanout import check_trackers, open_trackers
 
 SERVER_STATE = "server.safetensors"
 """The server state beyond the shared tensors, for algorithms that have any."""
@@ -42,7 +43,12 @@ class RunRecorder:
     """One run's server state that outlives a round: RUN_DIR, history, byte totals."""
 
     def __init__(self, cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
-        """Build the initial shared tensors from the seeded model; open or resume ``out``."""
+        """Build the initial shared tensors from the seeded model; open or resume ``out``.
+
+        The trackers of ``[tracking] report_to`` are checked first and opened on ``out``: they
+        log what the in-process engine logs, as each round's record is finished.
+        """
+        check_trackers(cfg)
         if ALGORITHMS[cfg.algorithm].pooled:
             raise ConfigError(
                 f"algorithm {cfg.algorithm!r} pools all data in one place: run it with `fedsa run`"
@@ -76,6 +82,8 @@ class RunRecorder:
         else:
             self.run_dir = RunDir(self.out, overwrite=overwrite)
         self.run_dir.write_config(cfg.to_dict())
+        done = self.history[-1]["round"] if self.history else 0
+        self.trackers = open_trackers(cfg, self.out, resume_from=done)
 
     def _resume(self) -> None:
         saved = config_from_dict(json.loads((self.out / "config.json").read_text("utf-8")))
@@ -92,9 +100,8 @@ class RunRecorder:
         self.state = ServerState.restore(self.shared, load_tensors(extra) if extra.exists() else {})
         self.state.synced.clear()  # sites may have restarted since: send them dense weights first
         old = [r for r in read_metrics(self.out) if r["round"] <= done]
-        self.run_dir = RunDir(self.out, overwrite=True)
-        for record in old:
-            self.run_dir.append_metrics(record)
+        self.run_dir = RunDir.reopen(self.out)  # keeps the tracker stores and their run ids
+        self.run_dir.rewrite_metrics(old)
         self.history = old
         if old:
             self.cum_up, self.cum_down = old[-1]["cum_bytes_up"], old[-1]["cum_bytes_down"]
@@ -191,6 +198,7 @@ class RunRecorder:
             record["server_s"] = record["wall_s"] - record["exchange_s"]
         self.history.append(record)
         self.run_dir.append_metrics(record)
+        self.trackers.on_round(record)
 
     def close(self, state: ServerState) -> dict[str, Any]:
         """Write ``global.safetensors`` and ``summary.json``; return the summary."""
@@ -228,4 +236,6 @@ class RunRecorder:
             "config_sha256": self.cfg.sha256(),
         }
         self.run_dir.write_summary(summary)
+        self.trackers.finish()
+        self.trackers.__exit__(None, None, None)
         return summary

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fedsa.algorithms.hooks import ClientStart
-from fedsa.config.schema import RunConfig
+from fedsa.config.schema import NOT_COMPUTED, RunConfig
 from fedsa.core.errors import ConfigError
 from fedsa.core.io import atomic_write_bytes
 from fedsa.core.params import Tensors
@@ -48,7 +48,7 @@ BASE, MERGE = "base/", "merge/"
 absolute changed weights, or the latest change in its wire form."""
 
 #: Config sections that shape no prepared piece (data, split, tokens, model, layout).
-_NOT_BUILT = ("optim", "eval", "analysis", "checkpoint", "faults")
+_NOT_BUILT = ("optim", "eval", "analysis", "checkpoint", "faults", *NOT_COMPUTED)
 
 
 def build_key(cfg: RunConfig) -> str:
