@@ -223,3 +223,20 @@ def test_all_clients_and_bad_requests(
         assert err.startswith("fedsa: error: ") and len(err.splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["client_0", "client_1", "client_2"]
     assert not (tmp_path / "x").exists()
+
+
+def test_overwrite_forgets_the_replaced_runs_server_state_and_tracker_stores(
+    tmp_path: Path,
+) -> None:
+    """A stale ``server.safetensors`` (FLoRA's base changes) would be exported with a new run."""
+    from fedsa.core.io import save_tensors
+    from fedsa.engine.results import RunDir
+
+    out = tmp_path / "run"
+    RunDir(out).write_config({})
+    save_tensors(out / "server.safetensors", {"base/w": torch.ones(2)})
+    for name in ("tensorboard", "mlflow", "wandb", "plots"):
+        (out / name).mkdir()
+    (out / "tracking.json").write_text("{}")
+    RunDir(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == []
