@@ -153,3 +153,23 @@ def test_flower_server_logs_to_the_trackers_as_in_process(tmp_path: Path) -> Non
         (r["round"], r["eval"]["accuracy_mean"]) for r in records
     ]
     assert found.data.params["algorithm"] == cfg.algorithm
+
+
+def test_flower_applies_the_same_dp_release_and_accountant(tmp_path: Path) -> None:
+    """Client-level DP on Flower is the in-process server rule: with a noise seed, equal bytes."""
+    dp = ["privacy.mode=client", "federation.weighting=uniform", "privacy.noise_seed=3"]
+    cfg = load_config(
+        TINY, [*dp, "federation.rounds=3", "data.num_clients=4", "federation.clients_per_round=2"]
+    )
+    summary = run(cfg, tmp_path / "inproc")
+    settings = Settings(cfg, tmp_path / "flower", 60.0, 10.0, True, False, False, 0.0)
+    flower: dict[str, Any] = run_federation(InMemoryGrid(cfg.data.num_clients), settings)  # type: ignore[arg-type]
+    a = load_tensors(tmp_path / "inproc" / "global.safetensors")
+    b = load_tensors(tmp_path / "flower" / "global.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    inproc = [json.loads(x) for x in (tmp_path / "inproc" / "metrics.jsonl").open()]
+    fl = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").open()]
+    assert [r["participants"] for r in inproc] == [r["participants"] for r in fl]
+    assert [r["privacy"] for r in inproc] == [r["privacy"] for r in fl]
+    assert flower["final_clients"] == summary["final_clients"]
+    assert flower["privacy"] == summary["privacy"]

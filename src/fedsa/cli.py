@@ -56,6 +56,8 @@ def _progress_run(
         if "eval" in rec:
             post["acc"] = f"{rec['eval']['accuracy_mean']:.3f}"
         post["MB_up"] = f"{rec['cum_bytes_up'] / 1e6:.2f}"
+        if (rec.get("privacy") or {}).get("epsilon") is not None:
+            post["eps"] = f"{rec['privacy']['epsilon']:.2f}"
         bar.set_postfix(post)
         bar.update(rec["round"] - bar.n)  # a resumed run starts past round 0
 

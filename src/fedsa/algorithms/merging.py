@@ -91,6 +91,7 @@ FLORA = Algorithm(
     variant_note=PRODUCT_NOTE,
     merges_into_linear=True,
     server_rule=flora_rule,
+    individual_uploads="stacks every client's A and B",
 )
 
 FEDEX_LORA = Algorithm(
@@ -106,4 +107,5 @@ FEDEX_LORA = Algorithm(
     alignable=True,
     merges_into_linear=True,
     server_rule=fedex_rule,
+    individual_uploads="needs every client's product B_k A_k for its residual",
 )

@@ -84,6 +84,7 @@ FLEXLORA = Algorithm(
     variants=LORA_ONLY,
     variant_note=PRODUCT_NOTE,
     server_rule=flexlora_rule,
+    individual_uploads="averages every client's product B_k A_k before its SVD",
 )
 
 FEDSVD = Algorithm(

@@ -76,6 +76,9 @@ class Algorithm:
     merges_into_linear: bool = False
     """Its rule adds ``B @ A`` to base weights stored (d_out, d_in), as ``nn.Linear`` does; a
     model whose adapted layers are stored transposed (GPT-2's ``Conv1D``) is refused."""
+    individual_uploads: str = ""
+    """Why its server rule needs each client's factors, not only their mean (empty: it needs
+    only the mean): such a rule cannot take central DP noise on a sum (``privacy.mode``)."""
     schedule: RoundSchedule = same_every_round
     """Which slots train in which local phase of round t, and which are uploaded."""
     server_rule: ServerRule = weighted_mean_rule

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from fedsa.config.schema import RunConfig, jsonable
+from fedsa.config.schema import LATER, RunConfig, jsonable
 from fedsa.config.validation import validate
 from fedsa.core.errors import ConfigError
 
@@ -167,6 +167,10 @@ def config_diff(
     that a resume may change what changes nothing computed, and configs saved before such a
     group existed still compare equal.
     """
+    old, new = dict(old), dict(new)
+    for tree in (old, new):  # a config saved before a later group existed holds its defaults
+        for key, group in LATER.items():
+            tree.setdefault(key, jsonable(dataclasses.asdict(group())))
     a, b = _flatten(jsonable(old)), _flatten(jsonable(new))
     keys = {k for k in a.keys() | b.keys() if k.split(".")[0] not in ignore}
     return sorted(k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>"))

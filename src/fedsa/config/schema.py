@@ -16,6 +16,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsa.config.groups import TRACKERS, PrivacyConfig, TrackingConfig
+
+__all__ = ["TRACKERS", "PrivacyConfig", "TrackingConfig"]  # re-exported: every group is here
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -222,30 +226,11 @@ class FaultConfig:
     (times 1e6: caught only by ``federation.max_update_norm``)."""
 
 
-TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """Trackers mirroring ``metrics.jsonl`` (docs/tracking.md); not part of the config digest."""
-
-    report_to: tuple[str, ...] = ()
-    """Experiment trackers to log to: any of ``tensorboard``, ``mlflow``, ``wandb``, ``trackio``
-    (each an optional extra, e.g. ``pip install 'fedsa[mlflow]'``); empty: none."""
-    project: str = "fedsa"
-    """MLflow experiment, W&B project and trackio project the run is logged under."""
-    run_name: str = ""
-    """Name of the run in the trackers (empty: the run directory's name, ``<algorithm>/seed_<s>``
-    for ``fedsa compare``'s seed folders)."""
-    mlflow_uri: str = ""
-    """MLflow tracking URI (empty: a local SQLite store, ``RUN_DIR/mlflow/mlflow.db``)."""
-    wandb_mode: str = "offline"
-    """``offline`` (written under ``RUN_DIR/wandb``, upload later with ``wandb sync``) or
-    ``online``; offline by default so that nothing leaves the machine unless asked."""
-
-
 NOT_COMPUTED = ("tracking",)
 """Config groups that change nothing a run computes: outside its digest and resume check."""
+LATER = {"privacy": PrivacyConfig}
+"""Groups added after digests were first recorded: left out of the digest (and of the Flower
+experiment key) while at their defaults, so that every earlier digest still holds."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +259,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples become lists)."""
@@ -287,7 +273,15 @@ class RunConfig:
         invalidates a checkpoint nor a finished run, and digests made before they existed hold.
         """
         data = {k: v for k, v in self.to_dict().items() if k not in NOT_COMPUTED}
+        drop_defaults(data)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def drop_defaults(tree: dict[str, Any]) -> None:
+    """Remove from a ``to_dict`` tree the :data:`LATER` groups that hold their defaults."""
+    for key, group in LATER.items():
+        if key in tree and tree[key] == jsonable(dataclasses.asdict(group())):
+            del tree[key]
 
 
 def jsonable(value: Any) -> Any:

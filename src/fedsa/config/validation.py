@@ -15,6 +15,7 @@ from fedsa.algorithms.registry import ALGORITHMS
 from fedsa.config.schema import BAD_KINDS, TRACKERS, FaultConfig, RunConfig, TrackingConfig
 from fedsa.core.errors import ConfigError
 from fedsa.models.causal_lm import SMOLLM2, TINY_LLAMA
+from fedsa.privacy.checks import validate_privacy
 from fedsa.tasks.glue import TASKS
 from fedsa.tasks.instruct import GENERATION_TASKS
 
@@ -118,6 +119,7 @@ def validate(cfg: RunConfig) -> None:
     _positive("checkpoint.keep", cfg.checkpoint.keep)
     _validate_faults(cfg.faults)
     _validate_tracking(cfg.tracking)
+    validate_privacy(cfg)
     bad_rounds = [t for t in cfg.analysis.snapshot_rounds if not 1 <= t <= cfg.federation.rounds]
     if bad_rounds:
         raise ConfigError(

@@ -162,10 +162,19 @@ def prepare(cfg: RunConfig) -> Federation:
     )
 
 
-def sample_clients(client_ids: list[str], per_round: int, seed: int, round_idx: int) -> list[str]:
-    """The clients taking part in a round, drawn without replacement from (seed, round)."""
+def sample_clients(
+    client_ids: list[str], per_round: int, seed: int, round_idx: int, poisson: bool = False
+) -> list[str]:
+    """The clients taking part in a round, drawn without replacement from (seed, round).
+
+    ``poisson`` (client-level DP, whose accountant assumes it): each client takes part
+    independently with probability ``per_round / len(client_ids)``, so the count varies.
+    """
     if per_round <= 0 or per_round >= len(client_ids):
         return list(client_ids)
     rng = np.random.default_rng([seed, round_idx, 7919])
+    if poisson:
+        draws = rng.random(len(client_ids))
+        return [c for c, u in zip(client_ids, draws, strict=True) if u < per_round / len(draws)]
     chosen = rng.choice(len(client_ids), size=per_round, replace=False)
     return [client_ids[i] for i in sorted(int(c) for c in chosen)]

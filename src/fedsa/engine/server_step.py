@@ -22,6 +22,7 @@ from fedsa.algorithms.lowrank import expand, on_the_wire, wire_targets
 from fedsa.algorithms.spec import Algorithm
 from fedsa.config.schema import RunConfig
 from fedsa.core.params import Tensors, clone, select
+from fedsa.privacy.mechanism import private_rule
 
 BaseReader = Callable[[Iterable[str]], Tensors]
 """Reads the current values of base-model weights by name (the server's copy of the model)."""
@@ -177,7 +178,8 @@ def server_update(
         scale=adapter_scale(cfg),
         client_ids=client_ids,
     )
-    out = algorithm.server_rule(uploads, ctx)
+    rule = private_rule(algorithm.server_rule) if cfg.privacy.private else algorithm.server_rule
+    out = rule(uploads, ctx)
     base = dict(state.base)
     sync = (state.base_sent, state.base_round, state.base_prev)
     if out.base_delta:

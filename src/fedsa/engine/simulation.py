@@ -41,6 +41,7 @@ from fedsa.engine.server_step import (
     upload_weight,
 )
 from fedsa.engine.store import ClientStore
+from fedsa.privacy.accounting import spent
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,9 @@ def run_rounds(
     cum_down = history[-1]["cum_bytes_down"] if history else 0
     for t in range(len(history) + 1, cfg.federation.rounds + 1):
         start = time.perf_counter()
-        participants = sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t)
+        participants = sample_clients(
+            fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t, cfg.privacy.private
+        )
         sent = {cid: state.sent_to(cid) for cid in participants}
         down = {cid: nbytes(sent[cid]) + nbytes(state.base_payload(cid)[1]) for cid in participants}
         results: dict[str, ClientResult] = {}
@@ -282,6 +285,8 @@ def run_rounds(
             "train_loss": sum(losses.values()) / len(losses) if losses else None,
             "train_loss_per_client": losses,
         }
+        if cfg.privacy.private:  # what the releases so far have spent
+            record["privacy"] = spent(cfg, t)
         cum_up += record["bytes_up"]
         cum_down += record["bytes_down"]
         record["cum_bytes_up"], record["cum_bytes_down"] = cum_up, cum_down

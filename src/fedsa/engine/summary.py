@@ -74,6 +74,7 @@ def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float)
         "mb_down": final["cum_bytes_down"] / 1e6,
         "params": param_counts(fed),
         **robustness_counts(history),
+        **({"privacy": final["privacy"]} if "privacy" in final else {}),
         "wall_s": wall_s,
         "config_sha256": fed.cfg.sha256(),
     }

@@ -16,7 +16,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from fedsa.config.load import config_from_dict
-from fedsa.config.schema import NOT_COMPUTED, RunConfig
+from fedsa.config.schema import NOT_COMPUTED, RunConfig, drop_defaults
 from fedsa.core.params import Tensors
 
 #: Config keys that may change between runs of one experiment without touching private state.
@@ -59,4 +59,5 @@ def experiment_key(cfg: RunConfig) -> str:
     tree["federation"] = {k: v for k, v in tree["federation"].items() if k != "rounds"}
     for key in _RUN_ONLY:
         tree.pop(key, None)
+    drop_defaults(tree)  # keys made before the privacy group existed still hold
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]

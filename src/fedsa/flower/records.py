@@ -32,6 +32,7 @@ from fedsa.engine.results import RunDir, read_metrics
 from fedsa.engine.server_step import ServerState
 from fedsa.flower.codec import experiment_key, record_bytes
 from fedsa.flower.screen import Accepted
+from fedsa.privacy.accounting import spent
 from fedsa.tasks.glue import TASKS
 from fedsa.tracking.fanout import check_trackers, open_trackers
 
@@ -110,7 +111,8 @@ class RunRecorder:
     def sample(self, t: int) -> list[str]:
         """Round ``t``'s participants, drawn exactly as the in-process engine draws them."""
         fed = self.cfg.federation
-        return sample_clients(self.client_ids, fed.clients_per_round, self.cfg.seed, t)
+        private = self.cfg.privacy.private
+        return sample_clients(self.client_ids, fed.clients_per_round, self.cfg.seed, t, private)
 
     def base_of(self, names: Iterable[str]) -> Tensors:
         """Initial values of base weights, from the seeded model rebuilt.
@@ -164,6 +166,8 @@ class RunRecorder:
             "train_loss_per_client": losses,
             "rejected": rejected,
         }
+        if self.cfg.privacy.private:
+            record["privacy"] = spent(self.cfg, t)
         self.cum_up += record["bytes_up"]
         self.cum_down += record["bytes_down"]
         record["cum_bytes_up"], record["cum_bytes_down"] = self.cum_up, self.cum_down
@@ -231,6 +235,7 @@ class RunRecorder:
             "mb_up": final["cum_bytes_up"] / 1e6,
             "mb_down": final["cum_bytes_down"] / 1e6,
             "params": self.params,
+            **({"privacy": final["privacy"]} if "privacy" in final else {}),
             "wall_s": time.perf_counter() - self._t0,
             "discovery_s": self.discovery_s,
             "config_sha256": self.cfg.sha256(),

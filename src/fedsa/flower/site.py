@@ -48,7 +48,7 @@ BASE, MERGE = "base/", "merge/"
 absolute changed weights, or the latest change in its wire form."""
 
 #: Config sections that shape no prepared piece (data, split, tokens, model, layout).
-_NOT_BUILT = ("optim", "eval", "analysis", "checkpoint", "faults", *NOT_COMPUTED)
+_NOT_BUILT = ("optim", "eval", "analysis", "checkpoint", "faults", "privacy", *NOT_COMPUTED)
 
 
 def build_key(cfg: RunConfig) -> str:

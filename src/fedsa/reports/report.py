@@ -40,6 +40,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("majority", "majority baseline"),
     ("mb_up", "MB up"),
     ("mb_down", "MB down"),
+    ("epsilon", "epsilon (DP)"),
     ("trainable", "trainable params"),
     ("shared", "shared params"),
 )
@@ -51,7 +52,9 @@ NOTES = (
     "clients by their number of evaluation examples; *worst client* is the lowest client "
     "accuracy; *majority baseline* is the mean client accuracy of always predicting the "
     "client's majority training label. MB are totals over all rounds and clients (10^6 bytes). "
-    "*shared params* are the trainable parameters sent to the server; the rest stay private."
+    "*shared params* are the trainable parameters sent to the server; the rest stay private. "
+    "*epsilon (DP)* is the client-level (epsilon, delta) spent by runs with privacy.mode = "
+    "'client' (- without DP, ∞ with DP but no noise)."
 )
 
 
@@ -68,7 +71,8 @@ def aggregate_rows(summaries_by_algo: dict[str, list[dict[str, Any]]]) -> list[d
 
     Returns:
         Rows with ``algorithm``, ``variant``, ``seeds`` (list), ``acc_mean``, ``acc_std``,
-        ``acc_weighted``, ``acc_min``, ``majority``, ``mb_up``, ``mb_down`` and ``wall_s``
+        ``acc_weighted``, ``acc_min``, ``majority``, ``mb_up``, ``mb_down``, ``epsilon`` and
+        ``wall_s``
         (seed means), plus ``trainable`` and ``shared`` (from the first seed: the parameter
         counts do not depend on the seed).
     """
@@ -91,12 +95,21 @@ def aggregate_rows(summaries_by_algo: dict[str, list[dict[str, Any]]]) -> list[d
                 ),
                 "mb_up": mean_or_nan([float(s["mb_up"]) for s in sums]),
                 "mb_down": mean_or_nan([float(s["mb_down"]) for s in sums]),
+                "epsilon": mean_or_nan([_epsilon(s) for s in sums]),
                 "trainable": int(sums[0]["params"]["trainable"]),
                 "shared": int(sums[0]["params"]["shared"]),
                 "wall_s": mean_or_nan([float(s.get("wall_s", math.nan)) for s in sums]),
             }
         )
     return rows
+
+
+def _epsilon(summary: dict[str, Any]) -> float:
+    """The run's final epsilon under client-level DP (inf: DP without noise; NaN: no DP)."""
+    privacy = summary.get("privacy")
+    if privacy is None:
+        return math.nan
+    return math.inf if privacy.get("epsilon") is None else float(privacy["epsilon"])
 
 
 def format_cell(row: dict[str, Any], key: str) -> str:
@@ -109,7 +122,9 @@ def format_cell(row: dict[str, Any], key: str) -> str:
     if key in ("trainable", "shared"):
         return f"{value:,}"
     if isinstance(value, float) and math.isnan(value):
-        return "-"  # e.g. no majority baseline for generation tasks
+        return "-"  # e.g. no majority baseline for generation tasks, no DP
+    if key == "epsilon":
+        return "∞" if math.isinf(value) else f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:.3f}" if key.startswith("mb_") else f"{value:.4f}"
     return str(value)

@@ -1,0 +1,60 @@
+"""The config groups that are off by default: tracking and privacy (imported by the schema).
+
+Kept apart only so that :mod:`fedsa.config.schema` stays one screenful per group; every field is
+addressed as usual (``tracking.report_to``, ``privacy.clip_norm``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Trackers mirroring ``metrics.jsonl`` (docs/tracking.md); not part of the config digest."""
+
+    report_to: tuple[str, ...] = ()
+    """Experiment trackers to log to: any of ``tensorboard``, ``mlflow``, ``wandb``, ``trackio``
+    (each an optional extra, e.g. ``pip install 'fedsa[mlflow]'``); empty: none."""
+    project: str = "fedsa"
+    """MLflow experiment, W&B project and trackio project the run is logged under."""
+    run_name: str = ""
+    """Name of the run in the trackers (empty: the run directory's name, ``<algorithm>/seed_<s>``
+    for ``fedsa compare``'s seed folders)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI (empty: a local SQLite store, ``RUN_DIR/mlflow/mlflow.db``)."""
+    wandb_mode: str = "offline"
+    """``offline`` (written under ``RUN_DIR/wandb``, upload later with ``wandb sync``) or
+    ``online``; offline by default so that nothing leaves the machine unless asked."""
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Client-level differential privacy on the shared tensors (DP-FedAvg; docs/privacy.md)."""
+
+    mode: str = "none"
+    """``none``, or ``client``: each participant's update of the shared tensors is clipped to
+    ``clip_norm`` (one L2 norm over all shared tensors), the server adds Gaussian noise of std
+    ``noise_multiplier * clip_norm`` to their sum and divides by the expected number of
+    participants; clients are then sampled independently with probability
+    ``clients_per_round / num_clients`` (Poisson sampling, what the accountant assumes)."""
+    clip_norm: float = 1.0
+    """L2 bound ``S`` of one client's update of the shared tensors."""
+    noise_multiplier: float = 1.0
+    """Noise std over ``clip_norm`` (``z``); ignored when ``target_epsilon`` is set."""
+    target_epsilon: float = 0.0
+    """If > 0: the noise multiplier is calibrated so that the whole run ends at this epsilon."""
+    target_delta: float = 1e-5
+    """The delta of the (epsilon, delta) guarantee; keep it below 1 / num_clients."""
+    accountant: str = "rdp"
+    """``rdp`` (Renyi DP) or ``pld`` (privacy loss distributions, tighter), from dp-accounting."""
+    noise_seed: int = 0
+    """0: noise from the operating system's randomness (the only safe choice in deployment);
+    > 0: noise drawn from (noise_seed, round), reproducible, for tests and research only."""
+
+    @property
+    def private(self) -> bool:
+        """Whether client-level DP is on."""
+        return self.mode == "client"
