@@ -83,6 +83,17 @@ def _registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def _both_engines(cfg: Any, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``cfg`` in-process and over the in-memory grid; their global tensors must be equal."""
+    summary = run(cfg, tmp_path / "inproc")
+    settings = Settings(cfg, tmp_path / "flower", 60.0, 10.0, True, False, False, 0.0)
+    flower: dict[str, Any] = run_federation(InMemoryGrid(cfg.data.num_clients), settings)  # type: ignore[arg-type]
+    a = load_tensors(tmp_path / "inproc" / "global.safetensors")
+    b = load_tensors(tmp_path / "flower" / "global.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return summary, flower
+
+
 EXACT_AND_ALIGNED = [
     *("rolora", "flora", "fedex-lora", "flexlora", "fedsvd", "fed-alora", "fedrot-lora")
 ]
@@ -91,12 +102,7 @@ EXACT_AND_ALIGNED = [
 @pytest.mark.parametrize("algorithm", [ALTERNATING.name, MERGE.name, *EXACT_AND_ALIGNED])
 def test_flower_apps_equal_in_process_with_hooks(algorithm: str, tmp_path: Path) -> None:
     cfg = load_config(TINY, [f"algorithm={algorithm}", "federation.rounds=2"])
-    summary = run(cfg, tmp_path / "inproc")
-    settings = Settings(cfg, tmp_path / "flower", 60.0, 10.0, True, False, False, 0.0)
-    flower: dict[str, Any] = run_federation(InMemoryGrid(cfg.data.num_clients), settings)  # type: ignore[arg-type]
-    a = load_tensors(tmp_path / "inproc" / "global.safetensors")
-    b = load_tensors(tmp_path / "flower" / "global.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summary, flower = _both_engines(cfg, tmp_path)
     assert flower["final_clients"] == summary["final_clients"]
     # the same tensor bytes reach each client (base changes too: none, the last one, or dense)
     inproc = [json.loads(x) for x in (tmp_path / "inproc" / "metrics.jsonl").open()]
@@ -161,12 +167,7 @@ def test_flower_applies_the_same_dp_release_and_accountant(tmp_path: Path) -> No
     cfg = load_config(
         TINY, [*dp, "federation.rounds=3", "data.num_clients=4", "federation.clients_per_round=2"]
     )
-    summary = run(cfg, tmp_path / "inproc")
-    settings = Settings(cfg, tmp_path / "flower", 60.0, 10.0, True, False, False, 0.0)
-    flower: dict[str, Any] = run_federation(InMemoryGrid(cfg.data.num_clients), settings)  # type: ignore[arg-type]
-    a = load_tensors(tmp_path / "inproc" / "global.safetensors")
-    b = load_tensors(tmp_path / "flower" / "global.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summary, flower = _both_engines(cfg, tmp_path)
     inproc = [json.loads(x) for x in (tmp_path / "inproc" / "metrics.jsonl").open()]
     fl = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").open()]
     assert [r["participants"] for r in inproc] == [r["participants"] for r in fl]
