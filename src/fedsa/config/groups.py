@@ -54,6 +54,22 @@ class PrivacyConfig:
     """0: noise from the operating system's randomness (the only safe choice in deployment);
     > 0: noise drawn from (noise_seed, round), reproducible, for tests and research only."""
 
+    secure_aggregation: bool = False
+    """Flower only: mask every client's upload with SecAgg+ so that the server only ever sees
+    the round's sum (docs/privacy.md); sum-based methods only; combinable with ``mode``."""
+    secagg_shares: float = 1.0
+    """SecAgg+: the fraction of a round's participants each client shares its key with (1: all,
+    plain SecAgg; smaller: SecAgg+'s sparse neighbourhoods, cheaper for many clients)."""
+    secagg_threshold: float = 0.6
+    """SecAgg+: the fraction of a client's shares needed to rebuild its masks (higher: more
+    colluders needed to unmask it, fewer dropouts tolerated); at least 2 shares."""
+    secagg_clip_range: float = 0.0
+    """SecAgg+: values are quantised on ``[-range, range]``; 0: ``clip_norm`` under DP (a bound no
+    coordinate can exceed), else 8.0; a client whose update leaves it refuses the round."""
+    secagg_max_weight: float = 1000.0
+    """SecAgg+ with ``federation.weighting = 'examples'``: the largest example count a client may
+    have (weights are quantised as ``count / max_weight``); 1 is used with uniform weights."""
+
     @property
     def private(self) -> bool:
         """Whether client-level DP is on."""

@@ -23,6 +23,7 @@ from fedsa.engine.prepare import Federation, prepare
 from fedsa.engine.results import RunDir
 from fedsa.engine.simulation import ClientCallback, ClientEvent, RoundCallback, run_rounds
 from fedsa.engine.summary import build_summary
+from fedsa.privacy.checks import check_in_process
 from fedsa.tracking.fanout import chain, check_trackers, open_trackers
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def run(
     """
     start = time.perf_counter()
     check_trackers(cfg)  # a missing tracker package fails here, before anything is written
+    check_in_process(cfg)
     ckpt = None
     if resume:
         run_dir, ckpt = _resume_point(cfg, out)

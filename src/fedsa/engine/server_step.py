@@ -161,8 +161,12 @@ def server_update(
     layout: Layout,
     client_ids: Sequence[str],
     base_of: BaseReader,
+    released: bool = False,
 ) -> ServerState:
     """Apply the algorithm's server rule to a round's accepted uploads; returns the next state.
+
+    ``released``: the uploads already are the round's private release (secure aggregation,
+    :func:`fedsa.privacy.secure.released_uploads`), so DP's wrapper is not applied again.
 
     Base deltas are added (in float64, cast back) to the current base values, so the state holds
     absolute values that any client, however many rounds it missed, installs exactly; the
@@ -178,7 +182,8 @@ def server_update(
         scale=adapter_scale(cfg),
         client_ids=client_ids,
     )
-    rule = private_rule(algorithm.server_rule) if cfg.privacy.private else algorithm.server_rule
+    private = cfg.privacy.private and not released
+    rule = private_rule(algorithm.server_rule) if private else algorithm.server_rule
     out = rule(uploads, ctx)
     base = dict(state.base)
     sync = (state.base_sent, state.base_round, state.base_prev)

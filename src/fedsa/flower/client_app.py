@@ -28,10 +28,11 @@ from flwr.clientapp import ClientApp
 
 from fedsa.core.errors import ConfigError, FedsaError
 from fedsa.flower.channel import ChannelError, Packet, as_mapping, call
+from fedsa.flower.secagg_client import fitres_content, secaggplus_when_asked
 
 log = logging.getLogger(__name__)
 
-app = ClientApp()
+app = ClientApp(mods=[secaggplus_when_asked])
 
 
 class WorkerError(FedsaError):
@@ -102,9 +103,12 @@ def _work(msg: Message, context: Context, kind: str) -> Message:
     if "error" in reply.header:
         raise WorkerError(f"resident worker: {reply.header['error']}")
     content = RecordDict({"client": ConfigRecord({"client-id": str(reply.header["client"])})})
+    secure = reply.header["records"].pop("secure", None)
     for name, values in reply.header["records"].items():
         content[name] = MetricRecord(values)
-    if reply.arrays:
+    if secure is not None:  # for secaggplus_mod to mask: the update in FitRes form, no names
+        content = fitres_content(content, reply.arrays, float(secure["weight"]))
+    elif reply.arrays:
         content["upload"] = ArrayRecord({k: Array(v) for k, v in reply.arrays.items()})
     timing = dict(reply.header["records"]["timing"])
     timing.update(

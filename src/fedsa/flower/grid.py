@@ -70,7 +70,16 @@ class FastGrid(Grid):
         done: Callable[[dict[int, Message]], bool] | None = None,
     ) -> dict[int, Message]:
         """Like ``send_and_receive``, keyed by sender node; ``done`` may end the wait early."""
-        ids = set(self.inner.push_messages(messages))
+        return self.wait(set(self.inner.push_messages(messages)), timeout, done)
+
+    def wait(
+        self,
+        ids: set[str],
+        timeout: float | None,
+        done: Callable[[dict[int, Message]], bool] | None = None,
+    ) -> dict[int, Message]:
+        """Replies to the pushed messages ``ids``, keyed by sender, until all are in or timeout."""
+        ids = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: dict[int, Message] = {}
         while ids and (deadline is None or time.monotonic() < deadline):

@@ -174,6 +174,16 @@ class RunRecorder:
         record["wall_s"] = time.perf_counter() - start
         return record
 
+    def add_down(self, record: dict[str, Any], extra: dict[str, int]) -> None:
+        """Add bytes sent beyond the train messages' tensors (SecAgg+'s records) to a round."""
+        for c, n in extra.items():
+            per = record["bytes_down_per_client"]
+            per[c] = per.get(c, 0) + n
+        more = sum(extra.values())
+        record["bytes_down"] += more
+        self.cum_down += more
+        record["cum_bytes_down"] = self.cum_down
+
     def save_global(self, state: ServerState, t: int) -> None:
         """Keep the server state after round ``t`` (a later run can resume from it).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,23 +24,20 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedsa.algorithms.hooks import Upload
 from fedsa.config.schema import RunConfig
 from fedsa.core.errors import ConfigError, UpdateError
 from fedsa.core.params import Tensors
 from fedsa.engine.metrics import summarize
-from fedsa.engine.server_step import expected_upload, server_update, upload_weight
+from fedsa.engine.server_step import expected_upload, server_update
 from fedsa.flower.codec import config_record, to_record
+from fedsa.flower.exchange import discover, exchange
 from fedsa.flower.grid import POLL_S, FastGrid
 from fedsa.flower.records import RunRecorder
-from fedsa.flower.screen import Accepted, screen_reply
+from fedsa.flower.uplink import Gather, RoundIO, gather_plain, gather_secure
 
 log = logging.getLogger(__name__)
 
 app = ServerApp()
-
-#: Longest wait for one wave of client-id queries before nodes that joined since are asked too.
-QUERY_WAVE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -79,67 +75,6 @@ class Settings:
             overwrite=bool(rc.get("overwrite", False)),
             poll_s=float(rc.get("poll-interval", POLL_S)),
         )
-
-
-def exchange(
-    grid: Grid,
-    messages: list[Message],
-    timeout: float,
-    done: Callable[[dict[int, Message]], bool] | None = None,
-    poll_s: float = POLL_S,
-) -> dict[int, Message]:
-    """Send messages and collect replies (keyed by sender node) until all are in or ``timeout``.
-
-    Pulls every ``poll_s`` seconds (:class:`~fedsa.flower.grid.FastGrid`) rather than
-    ``Grid.send_and_receive``'s fixed 3 s, which alone would add up to 3 s to every message
-    wave; ``done`` may end the wait early.
-    """
-    fast = grid if isinstance(grid, FastGrid) else FastGrid(grid, poll_s)
-    fast.poll_s = poll_s
-    return fast.collect(messages, timeout, done)
-
-
-def discover(grid: Grid, client_ids: list[str], timeout: float) -> dict[str, int]:
-    """Map each client id to the node that serves it, asking nodes as they connect.
-
-    A node that does not answer (a stale entry of a stopped SuperNode) does not hold up the run:
-    the wait ends as soon as every client id has a node.
-
-    Raises:
-        ConfigError: two nodes claim one client id, or not every client is there in time.
-    """
-    deadline = time.monotonic() + timeout
-    found: dict[str, int] = {}
-    answered: set[int] = set()  # nodes that replied; silent ones are asked again
-
-    def claim(replies: dict[int, Message]) -> bool:
-        for node, reply in replies.items():
-            if reply.has_error() or "client" not in reply.content.config_records:
-                continue
-            cid = str(reply.content.config_records["client"]["client-id"])
-            if cid in found and found[cid] != node:
-                raise ConfigError(
-                    f"two SuperNodes claim client-id {cid}: give each node its own client-id"
-                )
-            if cid in client_ids:
-                found[cid] = node
-        return len(found) == len(client_ids)
-
-    while not claim({}):
-        new = [n for n in grid.get_node_ids() if n not in answered]
-        left = min(deadline - time.monotonic(), QUERY_WAVE_S)
-        if new and left > 0:
-            replies = exchange(grid, [Message(RecordDict(), n, "query") for n in new], left, claim)
-            answered.update(replies)
-        if len(found) < len(client_ids) and time.monotonic() > deadline:
-            missing = sorted(set(client_ids) - set(found))
-            raise ConfigError(
-                f"clients {missing} did not connect within {timeout:.0f}s: start their "
-                "SuperNodes (--node-config client-id=<k>) or raise node-timeout"
-            )
-        if len(found) < len(client_ids):
-            time.sleep(POLL_S)
-    return found
 
 
 def message(
@@ -209,6 +144,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
     log.info("clients -> nodes: %s (%.1fs)", nodes, rec.discovery_s)
     state = rec.state
     pending: dict[str, Any] | None = None  # a round whose evaluation rides on the next train
+    gather: Gather = gather_secure if cfg.privacy.secure_aggregation else gather_plain
 
     def to(c: str, kind: str, t: int, **extra: int | float | bool | str) -> Message:
         sync: dict[str, int | str] = {"base-round": state.base_round}
@@ -224,50 +160,46 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
     for t in range(rec.next_round, cfg.federation.rounds + 1):
         start = time.perf_counter()
         participants = rec.sample(t)
-        msgs = [to(c, "train", t, **{"eval-before": pending is not None}) for c in participants]
+        train = {c: to(c, "train", t, **{"eval-before": pending is not None}) for c in participants}
         others = [c for c in rec.client_ids if c not in participants]
-        if pending is not None:  # clients not training this round are evaluated on their own
-            msgs += [to(c, "evaluate", t - 1) for c in others]
+        # clients not training this round are evaluated on their own
+        evals = {c: to(c, "evaluate", t - 1) for c in others} if pending is not None else {}
+        sent_to = {c: state.sent_to(c) for c in participants}
+        expected = {
+            c: expected_upload(rec.algorithm, rec.layout, cfg, t, sent_to[c]) for c in participants
+        }
+        io = RoundIO(t, cfg, nodes, train, evals, expected, sent_to, s.round_timeout, s.poll_s)
         sent = time.perf_counter()
-        replies = exchange(grid, msgs, s.round_timeout, poll_s=s.poll_s)
+        got = gather(grid, io)
         waited = time.perf_counter() - sent
-        by_client = {c: replies.get(nodes[c]) for c in rec.client_ids}
-        lost(participants + (others if pending is not None else []), by_client)
+        by_client = {c: got.replies.get(c) for c in rec.client_ids}
+        lost([*train, *evals], by_client)
         if pending is not None:
-            pending["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in msgs[len(participants) :])
+            pending["bytes_down_eval"] = sum(rec.sent_bytes(m) for m in evals.values())
             results = {c: eval_of(r) for c, r in by_client.items()}
             rec.finish(pending, collect_eval(results), folded=True)
             pending = None
-        accepted: dict[str, Accepted] = {}
-        rejected: dict[str, str] = {}
-        for c in participants:
-            expected = expected_upload(rec.algorithm, rec.layout, cfg, t, state.sent_to(c))
-            verdict = screen_reply(by_client[c], expected, c, cfg.federation.max_update_norm)
-            if isinstance(verdict, str):
-                log.warning("round %d: rejected client %s: %s", t, c, verdict)
-                rejected[c] = verdict
-            else:
-                accepted[c] = verdict
+        accepted, rejected = got.accepted, got.rejected
         skipped = len(accepted) < cfg.federation.min_clients
         if skipped:  # as in-process: the shared state stays; the round is recorded as skipped
             log.warning("round %d skipped: %d valid replies < min_clients", t, len(accepted))
         else:  # the algorithm's server rule, exactly as in-process
-            uploads = [
-                Upload(c, a.upload, upload_weight(cfg, a.num_examples), state.sent_to(c))
-                for c, a in accepted.items()
-            ]
             state = server_update(
                 rec.algorithm,
                 state,
-                uploads,
+                got.uploads,
                 round_idx=t,
                 cfg=cfg,
                 layout=rec.layout,
                 client_ids=rec.client_ids,
                 base_of=rec.base_of,
+                released=got.released,
             )
-        train_msgs = msgs[: len(participants)]
+        train_msgs = list(train.values())
         record = rec.round_record(t, participants, accepted, rejected, train_msgs, start)
+        rec.add_down(record, got.extra_down)
+        if got.secagg is not None:
+            record["secagg"] = got.secagg
         record["accepted"], record["skipped"] = list(accepted), skipped
         record["exchange_s"] = waited
         record["client_timing"] = timing_of({c: by_client[c] for c in participants})

@@ -29,6 +29,7 @@ from fedsa.core.io import atomic_write_bytes
 from fedsa.core.params import Tensors
 from fedsa.engine.client import client_round, client_seed
 from fedsa.engine.prepare import Federation, prepare
+from fedsa.engine.server_step import upload_weight
 from fedsa.engine.simulation import evaluate_client
 from fedsa.flower.basesync import BaseCopies
 from fedsa.flower.channel import Arrays, Packet
@@ -40,6 +41,7 @@ from fedsa.flower.state import (
     state_path,
     store_private,
 )
+from fedsa.privacy.secure import client_update
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,10 @@ class SiteRunner:
                 sig = (str(path), info.st_mtime_ns, info.st_size)
                 self._private[(str(state_dir), exp, client)] = (sig, result.private)
             upload = to_numpy(result.upload)
+            if cfg.privacy.secure_aggregation:  # masked by SecAgg+: the update, clipped under DP
+                weight = upload_weight(cfg, result.num_examples)
+                upload = to_numpy(client_update(result.upload, shared, cfg, weight))
+                records["secure"] = {"weight": weight}
             records["train"] = {
                 "train-loss": result.train_loss,
                 "num-examples": result.num_examples,

@@ -56,9 +56,20 @@ def noised_mean_update(
         norms.append(norm)
         for n in names:
             total[n] += clipped[n]
-    for n in names:  # noise in a fixed name order, so a noise seed gives the same draw anywhere
-        total[n] += std * torch.randn(total[n].shape, generator=gen, dtype=torch.float64)
-    return {n: t / denominator for n, t in total.items()}, norms
+    return add_noise(total, std, denominator, gen), norms
+
+
+def add_noise(total: Tensors, std: float, denominator: float, gen: torch.Generator) -> Tensors:
+    """``(total + N(0, std^2)) / denominator`` per coordinate, float64: the released mean.
+
+    The noise is drawn in sorted name order, so one noise seed gives the same draw whether the
+    server summed the updates itself or received their sum from secure aggregation.
+    """
+    out = {}
+    for n in sorted(total):
+        noise = std * torch.randn(total[n].shape, generator=gen, dtype=torch.float64)
+        out[n] = (total[n].double() + noise) / denominator
+    return out
 
 
 def private_rule(inner: ServerRule) -> ServerRule:
