@@ -125,6 +125,27 @@ def test_deployment_equals_in_process(insecure: Federation, algorithm: str) -> N
     assert 0.0 <= summary["final"]["accuracy_mean"] <= 1.0
 
 
+def test_secure_aggregation_deployment(insecure: Federation) -> None:
+    """SecAgg+ over a real SuperLink and SuperNodes: four exchanges a round, masked uploads.
+
+    The result is the in-process run's to SecAgg+'s quantisation error (bounded round by round
+    in ``tests/test_secagg.py``, which also checks what the server code is handed).
+    """
+    on = ["algorithm=fedsa-lora", "federation.rounds=2", "privacy.secure_aggregation=true"]
+    cfg = load_config(TINY, on)
+    out = deploy(insecure, cfg, insecure.workdir / "run-secagg")
+    shared, _, _ = in_process(load_config(TINY, on[:2]))
+    got = load_tensors(out / "global.safetensors")
+    assert got.keys() == shared.keys()
+    assert max(float((got[k] - shared[k]).abs().max()) for k in got) < 1e-3
+    assert any(not torch.equal(got[k], shared[k]) for k in got)  # quantised, not in the clear
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["secagg"]["summed"] for r in records] == [list(CLIENTS)] * 2
+    assert all(r["rejected"] == {} and r["secagg"]["bytes_up_protocol"] > 0 for r in records)
+    timing = [t for r in records for t in r["client_timing"].values()]
+    assert len(timing) == 6 and all(t["resident"] == 1.0 for t in timing), timing
+
+
 def test_supernode_restart_continues_private_state(insecure: Federation) -> None:
     """After 2 rounds, restart node 1 and resume for a 3rd: equals 3 rounds in one process."""
     cfg2 = load_config(TINY, ["algorithm=fedsa-lora", "federation.rounds=2"])
