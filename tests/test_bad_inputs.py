@@ -94,6 +94,20 @@ def _disk_full(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 Case = Callable[[Env, pytest.MonkeyPatch], list[str]]
 CASES: dict[str, tuple[Case, str]] = {
+    "secure aggregation in-process": (
+        lambda e, m: ["run", str(TINY), "privacy.secure_aggregation=true", *e.over()],
+        "runs on Flower only",
+    ),
+    "secure aggregation with a non-sum method": (
+        lambda e, m: [
+            "run",
+            str(TINY),
+            "privacy.secure_aggregation=true",
+            "algorithm=fedex-lora",
+            *e.over(),
+        ],
+        "does not apply to fedex-lora",
+    ),
     "unknown key": (lambda e, m: ["run", str(TINY), "federation.round=3", *e.over()], "rounds"),
     "unknown section": (
         lambda e, m: ["run", str(TINY), "fedration.rounds=3", *e.over()],
