@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from tests.conftest import require_flwr
 
 require_flwr()
 
-from flwr.app import Context, Message, RecordDict  # noqa: E402
+from flwr.app import Message  # noqa: E402
 from flwr.common import bytes_to_ndarray  # noqa: E402
 from flwr.common.secure_aggregation.secaggplus_constants import (  # noqa: E402
     RECORD_KEY_CONFIGS,
@@ -44,27 +43,21 @@ from fedsa.flower import client_app, server_app, site, uplink  # noqa: E402
 from fedsa.flower.server_app import Settings, run_federation  # noqa: E402
 from fedsa.privacy import secure  # noqa: E402
 from fedsa.privacy.accounting import expected_participants  # noqa: E402
+from tests.test_flower_hooks import InMemoryGrid  # noqa: E402
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 Tamper = Callable[[str, int, int, Message], Message | None]
 """(stage, round, node, reply) -> the reply the server gets, or None to drop it."""
 
 
-class SecureGrid:
+class SecureGrid(InMemoryGrid):
     """Hands each message to the real ClientApp (mods included) of its node; records replies."""
 
     def __init__(self, clients: int, tamper: Tamper | None = None) -> None:
-        self.contexts = {
-            node: Context(1, node, {"client-id": str(node - 100)}, RecordDict(), {})
-            for node in range(100, 100 + clients)
-        }
+        super().__init__(clients)
         self.tamper = tamper
         self.pulled: list[tuple[str, Message]] = []  # (stage or message type, reply)
-        self._replies: dict[str, tuple[str, Message]] = {}
-        self._ids = itertools.count()
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
+        self._kinds: dict[str, str] = {}
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
@@ -80,17 +73,15 @@ class SecureGrid:
                 t = int(msg.metadata.group_id)
                 reply = self.tamper(kind, t, node, reply)
             if reply is not None:
-                self._replies[mid] = (kind, reply)
+                self.replies[mid], self._kinds[mid] = reply, kind
             ids.append(mid)
         return ids
 
     def pull_messages(self, ids: Iterable[str]) -> list[Message]:
-        out = []
-        for i in list(ids):
-            if i in self._replies:
-                kind, reply = self._replies.pop(i)
-                self.pulled.append((kind, reply))
-                out.append(reply)
+        ids = list(ids)
+        out = super().pull_messages(ids)
+        by_id = {m.metadata.reply_to_message_id: m for m in out}
+        self.pulled += [(self._kinds.pop(i), by_id[i]) for i in list(ids) if i in by_id]
         return out
 
 
@@ -143,8 +134,11 @@ def _in_the_clear(cfg: RunConfig) -> RunConfig:
     )
 
 
-def _flower(cfg: RunConfig, out: Path, grid: SecureGrid) -> list[dict[str, Any]]:
-    settings = Settings(cfg, out, 60.0, 10.0, True, False, False, 0.0)
+def _flower(
+    cfg: RunConfig, out: Path, grid: SecureGrid, timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """Run ``cfg`` over ``grid``; ``timeout``: how long an exchange waits for a dropped reply."""
+    settings = Settings(cfg, out, timeout, 10.0, True, False, False, 0.0)
     run_federation(grid, settings)  # type: ignore[arg-type]
     return [json.loads(line) for line in (out / "metrics.jsonl").open()]
 
@@ -263,7 +257,7 @@ def test_one_dropout_above_the_threshold_still_completes_the_round(
     """Client 1 sends its key shares, then never its masked vector: its masks are rebuilt."""
     cfg = _secure(["data.num_clients=4", "federation.rounds=1"])
     grid = SecureGrid(4, _drop(Stage.COLLECT_MASKED_VECTORS, {101}))
-    records = _flower(cfg, tmp_path / "flower", grid)
+    records = _flower(cfg, tmp_path / "flower", grid, timeout=2.0)
     assert records[0]["secagg"]["summed"] == ["0", "2", "3"] and not records[0]["skipped"]
     assert "no reply" in records[0]["rejected"]["1"]
     assert (1, "1") in masked  # it did train and mask; the sum is of the other three alone
@@ -273,7 +267,7 @@ def test_one_dropout_above_the_threshold_still_completes_the_round(
 def test_too_many_dropouts_halt_the_round_and_leave_the_state(tmp_path: Path) -> None:
     cfg = _secure(["data.num_clients=4", "federation.rounds=1"])
     grid = SecureGrid(4, _drop(Stage.COLLECT_MASKED_VECTORS, {101, 102, 103}))
-    records = _flower(cfg, tmp_path / "flower", grid)
+    records = _flower(cfg, tmp_path / "flower", grid, timeout=2.0)
     assert records[0]["skipped"] and records[0]["secagg"]["summed"] == []
     assert "halted" in records[0]["rejected"]["0"]
 
