@@ -32,9 +32,7 @@ def exchange(
     ``Grid.send_and_receive``'s fixed 3 s, which alone would add up to 3 s to every message
     wave; ``done`` may end the wait early.
     """
-    fast = grid if isinstance(grid, FastGrid) else FastGrid(grid, poll_s)
-    fast.poll_s = poll_s
-    return fast.collect(messages, timeout, done)
+    return FastGrid.over(grid, poll_s).collect(messages, timeout, done)
 
 
 def discover(grid: Grid, client_ids: list[str], timeout: float) -> dict[str, int]:

@@ -31,6 +31,13 @@ class FastGrid(Grid):
         self.inner: Grid = inner.inner if isinstance(inner, FastGrid) else inner
         self.poll_s = poll_s
 
+    @classmethod
+    def over(cls, grid: Grid, poll_s: float) -> FastGrid:
+        """``grid`` itself if it is a FastGrid (polling every ``poll_s``), else one around it."""
+        fast = grid if isinstance(grid, FastGrid) else cls(grid, poll_s)
+        fast.poll_s = poll_s
+        return fast
+
     def set_run(self, run: Run) -> None:  # noqa: D102 - delegated
         self.inner.set_run(run)
 

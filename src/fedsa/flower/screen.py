@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flwr.app import Message
+from flwr.app import Message, MetricRecord
 
 from fedsa.algorithms.aggregate import screen_updates
 from fedsa.core.params import Tensors, nbytes
@@ -31,6 +31,17 @@ class Accepted:
     """Bytes of the received ArrayRecord as Flower counts them (what crossed the network)."""
     payload_bytes: int
     """Bytes of tensor data alone (``numel x element size``, as the in-process engine counts)."""
+
+
+def train_problem(train: MetricRecord | None) -> str:
+    """Why a train reply's metrics are unusable: a positive example count, a finite loss."""
+    n = None if train is None else train.get("num-examples")
+    loss = None if train is None else train.get("train-loss")
+    if not isinstance(n, int) or n <= 0:
+        return f"num-examples must be a positive integer, got {n!r}"
+    if not isinstance(loss, float | int) or not math.isfinite(loss):
+        return f"train-loss must be a finite number, got {loss!r}"
+    return ""
 
 
 def screen_reply(
@@ -56,19 +67,17 @@ def screen_reply(
     except (TypeError, ValueError) as exc:
         return f"upload cannot be decoded: {exc}"
     train = content.metric_records["train"]
-    n = train.get("num-examples")
-    loss = train.get("train-loss")
-    if not isinstance(n, int) or n <= 0:
-        return f"num-examples must be a positive integer, got {n!r}"
-    if not isinstance(loss, float | int) or not math.isfinite(loss):
-        return f"train-loss must be a finite number, got {loss!r}"
+    why = train_problem(train)
+    if why:
+        return why
+    n, loss = int(train["num-examples"]), float(train["train-loss"])  # type: ignore[arg-type]
     _, rejected = screen_updates({client: upload}, reference, max_norm=max_norm)
     if rejected:
         return rejected[client]
     return Accepted(
         upload=upload,
         num_examples=n,
-        train_loss=float(loss),
+        train_loss=loss,
         record_bytes=record_bytes(content.array_records["upload"]),
         payload_bytes=nbytes(upload),
     )

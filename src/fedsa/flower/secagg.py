@@ -21,7 +21,6 @@ thin pieces adapt it:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from flwr.serverapp import Grid
 
 from fedsa.config.schema import RunConfig
 from fedsa.flower.grid import FastGrid
+from fedsa.flower.screen import train_problem
 from fedsa.privacy.secure import MODULUS_RANGE, QUANTIZATION_RANGE, clip_range, max_weight
 
 log = logging.getLogger(__name__)
@@ -141,13 +141,9 @@ def reply_problem(stage: str, reply: Message, shapes: Sequence[tuple[int, ...]])
             return f"{k1!r} and {k2!r} differ in length"
     if stage != Stage.COLLECT_MASKED_VECTORS:
         return ""
-    train = reply.content.metric_records.get("train")
-    n = None if train is None else train.get("num-examples")
-    loss = None if train is None else train.get("train-loss")
-    if not isinstance(n, int) or n <= 0:
-        return f"num-examples must be a positive integer, got {n!r}"
-    if not isinstance(loss, float | int) or not math.isfinite(loss):
-        return f"train-loss must be a finite number, got {loss!r}"
+    why = train_problem(reply.content.metric_records.get("train"))
+    if why:
+        return why
     if "fitres.num_examples" not in reply.content.metric_records:
         return "reply lacks fitres.num_examples"
     return _masked_problem(rec, shapes)

@@ -172,11 +172,12 @@ class SiteRunner:
                 info = path.stat()
                 sig = (str(path), info.st_mtime_ns, info.st_size)
                 self._private[(str(state_dir), exp, client)] = (sig, result.private)
-            upload = to_numpy(result.upload)
+            sent = result.upload
             if cfg.privacy.secure_aggregation:  # masked by SecAgg+: the update, clipped under DP
                 weight = upload_weight(cfg, result.num_examples)
-                upload = to_numpy(client_update(result.upload, shared, cfg, weight))
+                sent = client_update(result.upload, shared, cfg, weight)
                 records["secure"] = {"weight": weight}
+            upload = to_numpy(sent)
             records["train"] = {
                 "train-loss": result.train_loss,
                 "num-examples": result.num_examples,

@@ -88,8 +88,7 @@ def gather_plain(grid: Grid, r: RoundIO) -> Gathered:
 
 def gather_secure(grid: Grid, r: RoundIO) -> Gathered:
     """Evaluate the others in the clear while the participants' uploads go through SecAgg+."""
-    fast = grid if isinstance(grid, FastGrid) else FastGrid(grid, r.poll_s)
-    fast.poll_s = r.poll_s
+    fast = FastGrid.over(grid, r.poll_s)
     ids = set(fast.push_messages(list(r.evals.values()))) if r.evals else set()
     names = sorted(next(iter(r.expected.values()))) if r.expected else []
     first = next(iter(r.received.values())) if r.received else {}

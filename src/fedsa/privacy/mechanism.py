@@ -72,6 +72,11 @@ def add_noise(total: Tensors, std: float, denominator: float, gen: torch.Generat
     return out
 
 
+def release(shared: Mapping[str, torch.Tensor], step: Mapping[str, torch.Tensor]) -> Tensors:
+    """``shared + step`` for the stepped tensors, summed in float64, in ``shared``'s dtypes."""
+    return {n: (shared[n].double() + d).to(shared[n].dtype) for n, d in step.items()}
+
+
 def private_rule(inner: ServerRule) -> ServerRule:
     """``inner`` applied to the DP-FedAvg release of the round instead of the raw uploads."""
 
@@ -82,9 +87,7 @@ def private_rule(inner: ServerRule) -> ServerRule:
         std = noise_multiplier(ctx.cfg) * p.clip_norm
         gen = noise_generator(p.noise_seed, ctx.round)
         mean, _ = noised_mean_update(uploads, p.clip_norm, std, expected_participants(ctx.cfg), gen)
-        released = {
-            n: (ctx.shared[n].double() + d).to(ctx.shared[n].dtype) for n, d in mean.items()
-        }
+        released = release(ctx.shared, mean)
         same = [Upload(u.client, released, 1.0, u.received) for u in uploads]
         return inner(same, ctx)
 

@@ -28,7 +28,7 @@ from fedsa.config.schema import RunConfig
 from fedsa.core.errors import UpdateError
 from fedsa.core.params import Tensors
 from fedsa.privacy.accounting import expected_participants, noise_multiplier
-from fedsa.privacy.mechanism import add_noise, clip_update, noise_generator
+from fedsa.privacy.mechanism import add_noise, clip_update, noise_generator, release
 
 #: Flower's SecAgg+ defaults: values are quantised to ``[0, 2^22)`` and masked modulo ``2^32``.
 QUANTIZATION_RANGE = 1 << 22
@@ -123,5 +123,5 @@ def released_uploads(
         std = noise_multiplier(cfg) * p.clip_norm
         gen = noise_generator(p.noise_seed, round_idx)
         step = add_noise(total, std, expected_participants(cfg), gen)
-    released = {n: (shared[n].double() + d).to(shared[n].dtype) for n, d in step.items()}
+    released = release(shared, step)
     return [Upload(c, released, 1.0, dict(shared)) for c in clients]
