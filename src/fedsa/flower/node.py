@@ -1,11 +1,16 @@
-"""A site's node: Flower's SuperNode plus the resident worker beside it, supervised together.
+"""A site's node: Flower's SuperNode, a warm SuperExec and the resident worker, supervised together.
 
-``python -m fedsa.flower.node --state-dir DIR -- <flower-supernode arguments>`` starts the worker
-(:mod:`fedsa.flower.worker`) and the SuperNode as its children, restarts the worker whenever it
-dies (the ClientApp falls back to in-process work until the new one is ready), and ends both when
-the SuperNode exits or on SIGTERM/SIGINT. Everything stays in this process's group, so stopping
-the group (as :class:`fedsa.flower.launch.Daemon` does) stops all of it. ``--no-worker`` runs the
-SuperNode alone (every message then does its work in Flower's per-message process).
+``python -m fedsa.flower.node --state-dir DIR -- <flower-supernode arguments>`` starts, as its
+children, the worker (:mod:`fedsa.flower.worker`: torch, the model and the data stay loaded), the
+warm SuperExec (:mod:`fedsa.flower.superexec`: each message's ClientApp process forks from a
+parent that already imported flwr) and the SuperNode (with ``--isolation process`` and a
+per-node SuperExec secret in ``DIR/superexec.secret``, mode 0600). It restarts the worker or the
+SuperExec whenever one dies (the ClientApp falls back to in-process work while the worker is
+away; the SuperNode keeps its messages while the SuperExec is), and ends all of them when the
+SuperNode exits or on SIGTERM/SIGINT. Everything stays in this process's group, so stopping the
+group (as :class:`fedsa.flower.launch.Daemon` does) stops all of it. ``--no-worker`` runs no
+worker (every message then does its work in Flower's per-message process); ``--cold-exec`` lets
+the SuperNode start Flower's own SuperExec (a fresh Python process per message).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -45,42 +52,102 @@ def _stop_child(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
             proc.wait(timeout=grace)
 
 
-class Supervisor:
-    """The node's two children and the worker's restart policy."""
+def runtime_address(supernode_argv: Sequence[str]) -> str:
+    """The SuperNode's Runtime API address from its arguments (flwr's defaults where absent)."""
 
-    def __init__(self, state_dir: Path, supernode_argv: list[str], worker: bool) -> None:
-        """Nothing starts until :meth:`run`."""
+    def value(flag: str, default: str) -> str:
+        for i, arg in enumerate(supernode_argv):
+            if arg == flag and i + 1 < len(supernode_argv):
+                return supernode_argv[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+        return default
+
+    return f"{value('--host', '127.0.0.1')}:{value('--port', '9094')}"
+
+
+def warm_exec_refusal(supernode_argv: Sequence[str]) -> str | None:
+    """Why the warm SuperExec cannot serve this SuperNode (None: it can)."""
+    for flag in ("--isolation", "--ssl-certfile", "--superexec-auth-secret-file"):
+        if any(a == flag or a.startswith(flag + "=") for a in supernode_argv):
+            return f"the SuperNode was given {flag}"
+    return None
+
+
+def write_secret(state_dir: Path) -> Path:
+    """A fresh SuperExec secret, readable by this user only (the SuperNode and we share it)."""
+    path = state_dir / "superexec.secret"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_hex(32).encode())
+    return path
+
+
+@dataclass
+class Child:
+    """One restartable child of the node: its command and its restart history."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    """The node's children (SuperNode, warm SuperExec, worker) and their restart policy."""
+
+    def __init__(
+        self, state_dir: Path, supernode_argv: list[str], worker: bool, warm_exec: bool = True
+    ) -> None:
+        """Nothing starts until :meth:`run`.
+
+        With ``warm_exec`` (and a SuperNode whose arguments allow it) the SuperNode runs with
+        ``--isolation process`` and :mod:`fedsa.flower.superexec` serves its tasks; otherwise
+        the SuperNode starts Flower's own SuperExec.
+        """
         self.state_dir = state_dir
-        self.supernode_argv = supernode_argv
-        self.use_worker = worker
         self.env = flower_env()
         self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), self.env["PATH"]])
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.restarts: list[float] = []
+        self.supernode_argv = list(supernode_argv)
+        self.children: list[Child] = []
         self.stopping = False
+        parent = ["--parent-pid", str(os.getpid())]
+        if worker:
+            argv = [sys.executable, "-m", "fedsa.flower.worker", "--state-dir", str(state_dir)]
+            self.children.append(Child("resident worker", argv + parent))
+        why = warm_exec_refusal(supernode_argv) if warm_exec else "it was turned off"
+        if why is None:
+            secret = str(write_secret(state_dir))
+            self.supernode_argv += ["--isolation", "process"]
+            self.supernode_argv += ["--superexec-auth-secret-file", secret]
+            argv = [sys.executable, "-m", "fedsa.flower.superexec", "--insecure"]
+            argv += ["--runtime-api-address", runtime_address(supernode_argv)]
+            argv += ["--superexec-auth-secret-file", secret]
+            self.children.append(Child("warm SuperExec", argv + parent))
+        else:
+            log.info("Flower's own SuperExec serves this node: %s", why)
 
-    def start_worker(self, first: bool) -> None:
-        """Start the worker; a restart does not inherit the test-only crash injection."""
+    def start(self, child: Child, first: bool) -> None:
+        """Start a child; a restart does not inherit the test-only crash injection."""
         from fedsa.flower.worker import CRASH_ENV
 
         env = dict(self.env)
         if not first:
             env.pop(CRASH_ENV, None)
-        argv = [sys.executable, "-m", "fedsa.flower.worker", "--state-dir", str(self.state_dir)]
-        argv += ["--parent-pid", str(os.getpid())]
-        self.worker = subprocess.Popen(argv, env=env)
-        log.info("resident worker started (pid %d)", self.worker.pid)
+        child.proc = subprocess.Popen(child.argv, env=env)
+        log.info("%s started (pid %d)", child.name, child.proc.pid)
 
-    def _check_worker(self) -> None:
-        if self.worker is None or self.worker.poll() is None:
+    def _check(self, child: Child) -> None:
+        if child.proc is None or child.proc.poll() is None:
             return
         now = time.monotonic()
-        self.restarts = [t for t in self.restarts if now - t < _RESTART_WINDOW_S]
-        if len(self.restarts) >= _MAX_RESTARTS:
-            return  # crash loop: leave the ClientApp on its in-process fallback for a while
-        log.warning("resident worker exited (code %s): restarting it", self.worker.returncode)
-        self.restarts.append(now)
-        self.start_worker(first=False)
+        child.restarts = [t for t in child.restarts if now - t < _RESTART_WINDOW_S]
+        if len(child.restarts) >= _MAX_RESTARTS:
+            return  # crash loop: the ClientApp's fallback (or the SuperNode's queue) waits
+        log.warning("%s exited (code %s): restarting it", child.name, child.proc.returncode)
+        child.restarts.append(now)
+        self.start(child, first=False)
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -89,18 +156,19 @@ class Supervisor:
         """Run until the SuperNode exits or a stop signal; return the SuperNode's exit code."""
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
-        if self.use_worker:
-            self.start_worker(first=True)
+        for child in self.children:
+            self.start(child, first=True)
         supernode = subprocess.Popen(self.supernode_argv, env=self.env)
         try:
             while not self.stopping and supernode.poll() is None:
-                if self.use_worker:
-                    self._check_worker()
+                for child in self.children:
+                    self._check(child)
                 time.sleep(0.2)
         finally:
             _stop_child(supernode)
-            if self.worker is not None:
-                _stop_child(self.worker)
+            for child in self.children:
+                if child.proc is not None:
+                    _stop_child(child.proc)
         return int(supernode.returncode or 0)
 
 
@@ -134,14 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, rest = args[:cut], args[cut + 1 :]
     p = argparse.ArgumentParser(prog="fedsa-flower-node", description=__doc__.splitlines()[0])
     p.add_argument("--state-dir", required=True, help="the node's state dir")
-    p.add_argument("--no-worker", action="store_true", help="run the SuperNode alone")
+    p.add_argument("--no-worker", action="store_true", help="no resident worker")
+    p.add_argument(
+        "--cold-exec", action="store_true", help="Flower's own SuperExec (a cold process a message)"
+    )
     opts = p.parse_args(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s fedsa-node: %(message)s"
     )
     state_dir = Path(opts.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    sup = Supervisor(state_dir, [bin_path("flower-supernode"), *rest], not opts.no_worker)
+    argv = [bin_path("flower-supernode"), *rest]
+    sup = Supervisor(state_dir, argv, worker=not opts.no_worker, warm_exec=not opts.cold_exec)
     return sup.run()
 
 
