@@ -120,6 +120,8 @@ def test_deployment_equals_in_process(insecure: Federation, algorithm: str) -> N
     timing = [t for r in records for t in r["client_timing"].values()]
     timing += [t for r in records for t in r.get("client_timing_eval", {}).values()]
     assert len(timing) == 9 and all(t["resident"] == 1.0 for t in timing), timing
+    # and each message's ClientApp process forked from the node's warm SuperExec
+    assert all(t["warm"] == 1.0 for t in timing), timing
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"] == "flower" and summary["rounds"] == 2
     assert 0.0 <= summary["final"]["accuracy_mean"] <= 1.0

@@ -194,7 +194,8 @@ def test_retried_round_trains_from_the_state_before_it(tmp_path: Path) -> None:
 
 def test_run_survives_killed_workers(tmp_path: Path) -> None:
     """Node 1's worker dies after saving round 2 but before replying; node 2's is SIGKILLed from
-    outside after round 1. The run completes, equals the in-process engine, and every worker
+    outside after round 1; node 0's warm SuperExec SIGKILLs itself after its second message.
+    The run completes, equals the in-process engine, and every worker
     and daemon started is gone afterwards."""
     cfg = load_config(TINY, ["algorithm=fedsa-lora", "federation.rounds=4"])
     fed = Federation(tmp_path / "work")
@@ -203,6 +204,8 @@ def test_run_survives_killed_workers(tmp_path: Path) -> None:
         fed.start_superlink()
         for c in CLIENTS:
             env = {"FEDSA_WORKER_CRASH_AFTER_SAVE": "2"} if c == "1" else {}
+            if c == "0":  # node 0's warm SuperExec SIGKILLs itself after its 2nd ClientApp
+                env = {"FEDSA_SUPEREXEC_CRASH_AFTER": "2"}
             fed.start_node(Node(c, tmp_path / f"state-{c}", env=env))
         first = fed.wait_workers(timeout=240)
         started.update(first.values())
@@ -233,6 +236,10 @@ def test_run_survives_killed_workers(tmp_path: Path) -> None:
     assert records[1]["client_timing"]["1"]["resident"] == 0.0  # round 2 of node 1: fallback
     log = (tmp_path / "work" / "supernode-1.log").read_text()
     assert "no resident worker" in log and "restarting it" in log  # the fallback says so
+    log0 = (tmp_path / "work" / "supernode-0.log").read_text()
+    assert "warm SuperExec exited" in log0 and "restarting it" in log0
+    # the restarted SuperExec served node 0's later messages warm again
+    assert all(r["client_timing"]["0"]["warm"] == 1.0 for r in records)
     state, store, _ = run_rounds(prepare(cfg))
     shared = state.shared
     for name, value in load_tensors(out / "global.safetensors").items():

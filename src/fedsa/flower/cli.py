@@ -82,6 +82,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         for k in range(nodes):
             node = Node(str(k), work / f"state-{k}", data_dir=args.data_dir)
             node.worker = not args.no_worker
+            node.warm_exec = not args.cold_exec
             node.threads = max(1, (os.cpu_count() or 1) // nodes)  # the nodes share this host
             fed.start_node(node)
         if not args.no_worker:
@@ -180,10 +181,12 @@ def cmd_supernode(args: argparse.Namespace) -> int:
         raise ConfigError("give --root-certificates CA.pem (TLS) or --insecure (loopback trials)")
     if args.auth_key:
         argv += ["--auth-supernode-private-key", args.auth_key]
-    # the node supervisor runs the SuperNode and, beside it, the site's resident worker
+    # the node supervisor runs the SuperNode and, beside it, the warm SuperExec and the worker
     node = ["-m", "fedsa.flower.node", "--state-dir", str(Path(args.state_dir).resolve())]
     if args.no_worker:
         node.append("--no-worker")
+    if args.cold_exec:
+        node.append("--cold-exec")
     env = flower_env()
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     os.execve(sys.executable, [sys.executable, *node, "--", *argv], env)
@@ -197,6 +200,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 _NO_WORKER = "no resident worker: every message loads torch and the model in its own process"
+_COLD_EXEC = "Flower's own SuperExec: every message starts a fresh Python process and imports flwr"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -231,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--workdir", default="", help="folder for logs and node state (default: temp)")
     lo.add_argument("--data-dir", default="", help="data folder every node reads")
     lo.add_argument("--no-worker", action="store_true", help=_NO_WORKER)
+    lo.add_argument("--cold-exec", action="store_true", help=_COLD_EXEC)
     lo.set_defaults(func=cmd_local)
 
     r = sub.add_parser("run", help="submit a config to a running SuperLink and wait for it")
@@ -258,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--auth-key", default="", help="private key for SuperNode authentication")
     sn.add_argument("--port", type=int, default=9094, help="local port of the node's runtime API")
     sn.add_argument("--no-worker", action="store_true", help=_NO_WORKER)
+    sn.add_argument("--cold-exec", action="store_true", help=_COLD_EXEC)
     sn.set_defaults(func=cmd_supernode)
 
     rg = sub.add_parser("register", help="register a SuperNode public key with the SuperLink")

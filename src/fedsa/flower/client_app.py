@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 app = ClientApp(mods=[secaggplus_when_asked])
 
+#: Set by :mod:`fedsa.flower.superexec` in a ClientApp process it forked from its warm parent.
+WARM_ENV = "FEDSA_WARM_CLIENTAPP"
+
 
 class WorkerError(FedsaError):
     """The resident worker ran the request and it failed (a bad config, a data error)."""
@@ -114,6 +117,7 @@ def _work(msg: Message, context: Context, kind: str) -> Message:
     timing.update(
         {"startup-s": age, "handler-s": time.perf_counter() - start, "resident": float(resident)}
     )
+    timing["warm"] = float(os.environ.get(WARM_ENV) == "1")
     content["timing"] = MetricRecord(timing)
     return Message(content=content, reply_to=msg)
 

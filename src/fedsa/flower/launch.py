@@ -58,10 +58,15 @@ class Node:
     """Connection attempts before the SuperNode gives up."""
     worker: bool = True
     """Start the resident worker beside the SuperNode (:mod:`fedsa.flower.node`)."""
+    warm_exec: bool = True
+    """Serve the node's messages by the warm SuperExec (:mod:`fedsa.flower.superexec`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for this node's processes."""
     threads: int = 1
     """torch threads of its worker: the nodes of a loopback federation share this host's cores."""
+    nice: int = 5
+    """Niceness of its worker: on a shared host, training yields to the nodes' light Flower
+    processes (SuperNode, SuperExec, ClientApp), whose delays every client of a round waits on."""
 
 
 @dataclass
@@ -155,6 +160,8 @@ class Federation:
         argv = [sys.executable, "-m", "fedsa.flower.node", "--state-dir", str(node.state_dir)]
         if not node.worker:
             argv.append("--no-worker")
+        if not node.warm_exec:
+            argv.append("--cold-exec")
         argv += ["--", "--superlink", self.address]
         argv += ["--port", str(free_port()), "--node-config", conf]
         argv += ["--max-retries", str(node.max_retries)]
@@ -166,6 +173,7 @@ class Federation:
             argv += ["--auth-supernode-private-key", str(node.auth_key)]
         log = self.workdir / f"supernode-{node.client_id}.log"
         env = {**self.env, "FEDSA_WORKER_THREADS": str(node.threads), **node.env}
+        env.setdefault("FEDSA_WORKER_NICE", str(node.nice))
         daemon = Daemon.start(f"supernode-{node.client_id}", argv, env, log)
         self.daemons.append(daemon)
         self.nodes[node.client_id] = daemon

@@ -63,7 +63,9 @@ def runtime_address(supernode_argv: Sequence[str]) -> str:
                 return arg.split("=", 1)[1]
         return default
 
-    return f"{value('--host', '127.0.0.1')}:{value('--port', '9094')}"
+    host = value("--host", "127.0.0.1")
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6
+    return f"{host}:{value('--port', '9094')}"
 
 
 def warm_exec_refusal(supernode_argv: Sequence[str]) -> str | None:
@@ -129,12 +131,14 @@ class Supervisor:
             log.info("Flower's own SuperExec serves this node: %s", why)
 
     def start(self, child: Child, first: bool) -> None:
-        """Start a child; a restart does not inherit the test-only crash injection."""
+        """Start a child; a restart does not inherit the test-only crash injections."""
+        from fedsa.flower.superexec import CRASH_ENV as EXEC_CRASH
         from fedsa.flower.worker import CRASH_ENV
 
         env = dict(self.env)
         if not first:
             env.pop(CRASH_ENV, None)
+            env.pop(EXEC_CRASH, None)
         child.proc = subprocess.Popen(child.argv, env=env)
         log.info("%s started (pid %d)", child.name, child.proc.pid)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from multiprocessing import forkserver
@@ -31,6 +32,7 @@ from multiprocessing.context import ForkServerContext
 from typing import Any
 
 import fedsa.flower  # noqa: F401  (Flower's safe settings, before flwr is imported)
+from fedsa.flower.client_app import WARM_ENV
 
 log = logging.getLogger("fedsa.flower.superexec")
 
@@ -41,8 +43,8 @@ PRELOAD = ("flwr.supernode.runtime.run_clientapp", "fedsa.flower.client_app")
 #: first retry after 50 ms, doubling to at most 1 s (flwr's defaults: 1 s doubling to 10 s).
 PULL_BACKOFF = {"initial_backoff": 0.05, "backoff_cap": 1.0}
 
-#: Set in a forked ClientApp process, so its reply can say it started warm.
-WARM_ENV = "FEDSA_WARM_CLIENTAPP"
+#: Test-only crash injection: SIGKILL this SuperExec once that many ClientApps have finished.
+CRASH_ENV = "FEDSA_SUPEREXEC_CRASH_AFTER"
 
 
 def _run_clientapp(
@@ -64,7 +66,7 @@ def _run_clientapp(
     pull = inflatable_utils.pull_and_inflate_object_from_tree
     if pull.__kwdefaults__ is not None:
         pull.__kwdefaults__.update(PULL_BACKOFF)
-    os.environ[WARM_ENV] = "1"
+    os.environ[WARM_ENV] = "1"  # the reply's timing says this process forked warm
     run_clientapp(
         runtime_api_address=address,
         token=token,
@@ -91,6 +93,8 @@ class ForkExecutor:
         self.ctx.set_forkserver_preload(list(PRELOAD))
         forkserver.ensure_running()
         self.procs: list[Any] = []
+        self.finished = 0
+        self.crash_after = int(os.environ.get(CRASH_ENV, "0"))
 
     def get_eligible_capacity(
         self, supported_task_types: set[Any], *, insecure: bool = False,
@@ -124,9 +128,13 @@ class ForkExecutor:
 
     def reconcile(self) -> None:
         """Reap finished ClientApp processes (called once per task poll)."""
-        self.procs = [p for p in self.procs if p.is_alive()]
-        for proc in multiprocessing.active_children():
-            del proc  # ``active_children`` joins the finished ones as a side effect
+        alive = [p for p in self.procs if p.is_alive()]
+        self.finished += len(self.procs) - len(alive)
+        self.procs = alive
+        multiprocessing.active_children()  # joins the finished ones as a side effect
+        if self.crash_after and self.finished >= self.crash_after:
+            log.warning("%s=%d: SIGKILLing this SuperExec", CRASH_ENV, self.crash_after)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def close(self) -> None:
         """Nothing to release: running ClientApps watch this process and end with it."""

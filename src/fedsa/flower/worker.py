@@ -45,6 +45,9 @@ CRASH_ENV = "FEDSA_WORKER_CRASH_AFTER_SAVE"
 #: torch threads of the worker; several nodes on one host must share its cores, and torch's
 #: default (one thread per core in every process) then oversubscribes them many times over.
 THREADS_ENV = "FEDSA_WORKER_THREADS"
+#: Niceness the worker adds to its own (``fedsa flower local`` sets 5: see
+#: :attr:`fedsa.flower.launch.Node.nice`).
+NICE_ENV = "FEDSA_WORKER_NICE"
 #: Seconds a client may take to send its request (the work itself is not bounded here).
 _READ_TIMEOUT_S = 60.0
 
@@ -90,6 +93,9 @@ def serve(state_dir: Path, parent_pid: int | None = None, max_requests: int = 0)
     finds the socket finds a worker that is ready.
     """
     signal.signal(signal.SIGTERM, _stop)
+    nice = int(os.environ.get(NICE_ENV, "0") or 0)
+    if nice > 0:
+        os.nice(nice)
     threads = os.environ.get(THREADS_ENV, "")
     if threads:
         import torch
