@@ -128,10 +128,9 @@ class ForkExecutor:
 
     def reconcile(self) -> None:
         """Reap finished ClientApp processes (called once per task poll)."""
-        alive = [p for p in self.procs if p.is_alive()]
+        alive = [p for p in self.procs if p.is_alive()]  # is_alive() reaps a finished one
         self.finished += len(self.procs) - len(alive)
         self.procs = alive
-        multiprocessing.active_children()  # joins the finished ones as a side effect
         if self.crash_after and self.finished >= self.crash_after:
             log.warning("%s=%d: SIGKILLing this SuperExec", CRASH_ENV, self.crash_after)
             os.kill(os.getpid(), signal.SIGKILL)
