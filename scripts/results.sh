@@ -13,6 +13,13 @@ $FEDSA compare configs/minilm-sst2.toml --algorithms "$ALGOS" --seeds 0,1 --out 
 $FEDSA compare configs/minilm-sst2.toml \
     --algorithms rolora,flora,fedex-lora,flexlora,fedsvd,fed-alora,fedrot-lora --seeds 0,1 \
     --out "$OUT/sst2-exact"
+# Heterogeneous ranks (docs/heterogeneous_ranks.md): ranks 4, 8, 16 against a uniform 8, same
+# config, seeds and budget; final evaluation only (eval.every=10), which changes no training.
+HET=fedsa-lora,hetlora,flexlora,flora,florist
+$FEDSA compare configs/minilm-sst2.toml "adapter.client_ranks=[4,8,16]" eval.every=10 \
+    --algorithms "$HET" --seeds 0,1 --out "$OUT/sst2-ranks"
+$FEDSA compare configs/minilm-sst2.toml eval.every=10 --algorithms "$HET" --seeds 0,1 \
+    --out "$OUT/sst2-rank8"
 $FEDSA compare configs/minilm-qnli.toml --algorithms "$ALGOS" --out "$OUT/qnli"
 $FEDSA compare configs/minilm-rte.toml --algorithms "$ALGOS" --out "$OUT/rte"
 # Adapter variants on SST-2. VeRA trains only two vectors per layer and uses lr 0.01 for every

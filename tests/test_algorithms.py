@@ -22,6 +22,7 @@ from fedsa.config.load import load_config
 from fedsa.core.params import Tensors, equal, nbytes, numel, read_from, write_into
 from fedsa.core.slots import A_LOCAL, B_LOCAL, HEAD, A, B
 from fedsa.engine.prepare import Federation, prepare
+from fedsa.engine.server_step import sent_view
 from fedsa.engine.simulation import ClientEvent, evaluate_client, run_rounds
 from fedsa.engine.store import ClientStore
 
@@ -38,6 +39,8 @@ EXPECTED_SLOTS = {
     "fedsvd": {"shared": {A, B}, "private": {HEAD}, "frozen": set()},
     "fed-alora": {"shared": {B}, "private": {A, HEAD}, "frozen": set()},
     "fedrot-lora": {"shared": {A, B}, "private": {HEAD}, "frozen": set()},
+    "hetlora": {"shared": {A, B}, "private": {HEAD}, "frozen": set()},
+    "florist": {"shared": {A, B}, "private": {HEAD}, "frozen": set()},
 }
 SERVER_OWNED = {"fedsvd": {A}}
 """Shared slots that never train on a client: only the server's rule changes them."""
@@ -46,9 +49,19 @@ SENDS = {"rolora": {1: {B}, 2: {A}}, "fedsvd": {1: {B}, 2: {B}}}
 DEFAULT_RULE = {"fedsa-lora", "fedit", "ffa-lora", "feddpa", "local-only", "rolora", "fed-alora"}
 """Algorithms whose server takes the plain weighted mean (the others have their own tests)."""
 FEDERATED = sorted(a for a in ALGORITHMS if not ALGORITHMS[a].pooled)
+RANKS = [2, 4, 8]
+"""``adapter.client_ranks`` of the heterogeneous-rank rows (client k: rank RANKS[k])."""
 PAIRS = [
-    (a, v) for a, v in itertools.product(FEDERATED, sorted(VARIANTS)) if ALGORITHMS[a].supports(v)
+    (a, v, False)
+    for a, v in itertools.product(FEDERATED, sorted(VARIANTS))
+    if ALGORITHMS[a].supports(v)
+] + [
+    (a, v, True)
+    for a, v in itertools.product(FEDERATED, ("lora", "rslora"))
+    if ALGORITHMS[a].heterogeneous_ranks
 ]
+MERGING = ("flora", "fedex-lora", "florist")
+"""Algorithms whose server changes base weights."""
 
 
 @dataclass
@@ -61,6 +74,8 @@ class Trace:
     base_before: Tensors
     base: Tensors
     """Base weights the server changed (absolute values): what every client installs."""
+    sent: dict[str, Tensors]
+    """What each client would be sent after the last round (cut to its rank)."""
 
     def by(self, round_idx: int, client: str) -> ClientEvent:
         return next(e for e in self.events if e.round == round_idx and e.client == client)
@@ -74,13 +89,17 @@ def traced_run(config: Path, *overrides: str) -> Trace:
     events: list[ClientEvent] = []
     state, store, history = run_rounds(fed, on_client=events.append)
     shared = state.shared
-    return Trace(fed, events, history, shared, store, base_before, state.base)
+    sent = {c: sent_view(state, c, cfg, fed.layout) for c in fed.client_ids}
+    return Trace(fed, events, history, shared, store, base_before, state.base, sent)
 
 
-@pytest.fixture(scope="module", params=PAIRS, ids=[f"{a}-{v}" for a, v in PAIRS])
+@pytest.fixture(
+    scope="module", params=PAIRS, ids=[f"{a}-{v}" + ("-ranks" if h else "") for a, v, h in PAIRS]
+)
 def trace(request: pytest.FixtureRequest) -> tuple[str, str, Trace]:
-    algo, variant = request.param
+    algo, variant, hetero = request.param
     lr = "optim.lr=0.05" if variant == "vera" else "optim.lr=0.005"
+    ranks = [f"adapter.client_ranks={RANKS}", "adapter.alpha=12.0"] if hetero else []
     return (
         algo,
         variant,
@@ -89,8 +108,15 @@ def trace(request: pytest.FixtureRequest) -> tuple[str, str, Trace]:
             f"algorithm={algo}",
             f"adapter.variant={variant}",
             lr,
+            *ranks,
         ),
     )
+
+
+def rank_of(t: Trace, client: str) -> int:
+    """Client ``client``'s rank in the run (``adapter.r`` when ranks are uniform)."""
+    ranks = t.fed.cfg.adapter.client_ranks
+    return ranks[int(client) % len(ranks)] if ranks else t.fed.cfg.adapter.r
 
 
 def test_layout_groups_match_algorithm(trace: tuple[str, str, Trace]) -> None:
@@ -117,6 +143,12 @@ def test_uploads_hold_exactly_the_shared_tensors(trace: tuple[str, str, Trace]) 
         for name in e.result.upload:
             assert t.fed.layout.slots[name] in EXPECTED_SLOTS[algo]["shared"]
             assert "vera_A" not in name and "vera_B" not in name  # projections never sent
+        r = rank_of(t, e.client)  # only the client's own rank travels, both ways
+        for got in (e.result.upload, e.received_shared):
+            for name, value in got.items():
+                slot = t.fed.layout.slots[name]
+                if ".lora_" in name and slot in (A, B):
+                    assert value.shape[0 if slot == A else 1] == r, name
         if algo == "fedsa-lora":
             assert not any(t.fed.layout.slots[n] in (B, HEAD) for n in e.result.upload)
     if algo == "local-only":
@@ -144,6 +176,8 @@ def test_aggregate_is_broadcast_identically(trace: tuple[str, str, Trace]) -> No
     algo, _, t = trace
     sizes = [float(len(p)) for p in t.fed.client_train]
     received = [t.by(2, c).received_shared for c in t.fed.client_ids]
+    if t.fed.cfg.adapter.client_ranks:  # each its own rank: test_rank_rules.py, test_ranks.py
+        return
     assert all(equal(r, received[0]) for r in received)
     if algo not in DEFAULT_RULE:
         return
@@ -184,7 +218,7 @@ def test_trained_tensors_move_and_frozen_ones_do_not(trace: tuple[str, str, Trac
     base_names = list(t.base_before)
     # the base model is untouched, except where the server merged into it (FLoRA, FedEx-LoRA)
     assert equal(read_from(t.fed.model, base_names), {**t.base_before, **t.base})
-    assert bool(t.base) == (algo in ("flora", "fedex-lora"))
+    assert bool(t.base) == (algo in MERGING)
 
 
 def test_initial_state_is_common_and_reproducible(trace: tuple[str, str, Trace]) -> None:
@@ -204,10 +238,32 @@ def test_initial_state_is_common_and_reproducible(trace: tuple[str, str, Trace])
             assert torch.equal(b, bufs[n])
 
 
+def at_full_rank(t: Trace, client: str, fed: Federation, tensors: Tensors) -> Tensors:
+    """``tensors`` of a rank-r_k client zero-padded to the model's rank, and the model given the
+    client's scale by PEFT's own attribute (no fedsa code): the uniform case is untouched."""
+    cfg = t.fed.cfg
+    if not cfg.adapter.client_ranks:
+        return dict(tensors)
+    r, r_max = rank_of(t, client), max(cfg.adapter.client_ranks)
+    root = math.sqrt if cfg.adapter.variant == "rslora" else float
+    for module in fed.model.modules():
+        if hasattr(module, "lora_A"):
+            module.scaling["default"] = cfg.adapter.alpha / root(r)
+    out = {}
+    for name, value in tensors.items():
+        if ".lora_A." in name and value.shape[0] == r:
+            value = torch.cat([value, value.new_zeros(r_max - r, value.shape[1])])
+        elif ".lora_B." in name and value.shape[1] == r:
+            value = torch.cat([value, value.new_zeros(value.shape[0], r_max - r)], dim=1)
+        out[name] = value
+    return out
+
+
 def _fresh_model_with(t: Trace, client: str, shared: Tensors) -> Federation:
     """A new process's model holding exactly (frozen, shared, client's private): no engine code."""
     fresh = prepare(t.fed.cfg)
-    write_into(fresh.model, {**t.base, **t.fed.frozen, **shared, **t.store.get(client)})
+    mine = at_full_rank(t, client, fresh, shared)
+    write_into(fresh.model, {**t.base, **t.fed.frozen, **mine, **t.store.get(client)})
     return fresh
 
 
@@ -220,7 +276,7 @@ def test_evaluation_is_personalised(trace: tuple[str, str, Trace]) -> None:
     _, _, t = trace
     final = t.history[-1]["eval"]["clients"]
     for k, c in enumerate(t.fed.client_ids):
-        fresh = _fresh_model_with(t, c, t.shared)
+        fresh = _fresh_model_with(t, c, t.sent[c])
         got = evaluate_client(fresh, k)
         assert got["accuracy"] == pytest.approx(final[c]["accuracy"])
         assert got["loss"] == pytest.approx(final[c]["loss"], rel=1e-5)
@@ -238,10 +294,13 @@ def test_local_training_starts_from_the_clients_own_state(trace: tuple[str, str,
 
     e = t.by(2, "0")
     fresh = prepare(t.fed.cfg)
-    write_into(fresh.model, {**t.fed.frozen, **e.received_shared, **e.received_private})
+    mine = at_full_rank(t, "0", fresh, e.received_shared)
+    write_into(fresh.model, {**t.fed.frozen, **mine, **e.received_private})
+    rank = rank_of(t, "0") if t.fed.cfg.adapter.client_ranks else 0
     start = ClientStart(
-        fresh.frozen, e.received_shared, e.received_private, fresh.init_private, e.received_base
-    )
+        fresh.frozen, e.received_shared, e.received_private, fresh.init_private,
+        e.received_base, rank,
+    )  # fmt: skip
     replay = client_round(
         fresh.model,
         fresh.layout,

@@ -40,6 +40,8 @@ EXPECTED = {  # (shared, private, frozen) slots: no head slot exists for a causa
     "fedsvd": ({A, B}, set(), set()),
     "fed-alora": ({B}, {A}, set()),
     "fedrot-lora": ({A, B}, set(), set()),
+    "hetlora": ({A, B}, set(), set()),
+    "florist": ({A, B}, set(), set()),
 }
 
 

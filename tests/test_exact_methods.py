@@ -133,16 +133,28 @@ def test_fedex_residual_is_counted_in_the_form_sent(rank: int) -> None:
     assert rank == 4 or _wire_bytes(sizes, 2) == dense  # r = 8: the dense form is the smaller
 
 
-@pytest.mark.parametrize("algorithm", NEW)
-def test_every_new_method_resumes_bitwise_after_sigkill(algorithm: str, tmp_path: Path) -> None:
+HETERO = ["fedsa-lora", "hetlora", "flexlora", "flora", "florist"]
+"""The methods that take ``adapter.client_ranks``: resumed with ranks [2, 4, 8] too."""
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "ranks"),
+    [(a, "") for a in NEW] + [(a, "[2, 4, 8]") for a in HETERO],
+    ids=[*NEW, *(f"{a}-ranks" for a in HETERO)],
+)
+def test_every_new_method_resumes_bitwise_after_sigkill(
+    algorithm: str, ranks: str, tmp_path: Path
+) -> None:
     """Killed while writing round 3's checkpoint (RoLoRA: an odd, B round), resumed from round
-    2's: tensors, server state (base changes, rule state) and metrics equal an uninterrupted run."""
+    2's: tensors, server state (base changes, rule state, per-client factors of other ranks) and
+    metrics equal an uninterrupted run."""
     args = [
         str(TINY),
         f"algorithm={algorithm}",
         "federation.rounds=4",
         "data.num_clients=4",
         "federation.clients_per_round=3",
+        *([f"adapter.client_ranks={ranks}", "adapter.alpha=12.0"] if ranks else []),
     ]
     ref = tmp_path / "reference"
     assert main(["run", *args, "--out", str(ref)]) == 0

@@ -28,6 +28,7 @@ from fedsa.use.saved import SavedRun
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"cls": REPO / "configs" / "tiny.toml", "lm": REPO / "configs" / "tiny-llama.toml"}
+CONFIGS["cls-ranks"] = CONFIGS["cls"]  # with adapter.client_ranks = [2, 4, 8]: client 1 has 4
 COMBOS = [
     (kind, alg, var)
     for kind in ("cls", "lm")
@@ -35,6 +36,10 @@ COMBOS = [
     for var in ("lora", "rslora", "vera")
 ]
 EXTRA = {"flora": ("cls", "flora", "lora"), "feddpa": ("cls", "feddpa", "lora")}
+EXTRA |= {
+    "hetlora": ("cls-ranks", "hetlora", "lora"),
+    "ranks": ("cls-ranks", "fedsa-lora", "rslora"),
+}
 CLIENT = "1"
 
 FRESH = r"""
@@ -89,6 +94,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, s
         over.append("optim.lr=0.05")  # large steps: the adapter must move the logits visibly
         if alg == "feddpa":
             over.append('feddpa.combination="sum"')
+        if kind == "cls-ranks":
+            over += ["adapter.client_ranks=[2, 4, 8]", "adapter.alpha=12.0"]
         run = fedsa.run(CONFIGS[kind], over, out=root / name / "run")
         adapter, merged = root / name / "adapter", root / name / "merged"
         export(run, adapter, client=CLIENT)
@@ -100,7 +107,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, s
         with torch.inference_mode():
             ours = model(**inputs).logits.float()
         job = {
-            "kind": kind,
+            "kind": kind.split("-")[0],
             "adapter": str(adapter),
             "inputs": str(root / name / "inputs.safetensors"),
         }
@@ -164,6 +171,27 @@ def test_exported_tensors_are_shared_plus_private(exported: dict[Any, Any], comb
         assert "classifier" in config["modules_to_save"]
     card = (item["adapter"] / "README.md").read_text()
     assert f"client {CLIENT}" in card and run.cfg.algorithm in card
+
+
+@pytest.mark.parametrize("name", ["hetlora", "ranks"])
+def test_a_client_of_its_own_rank_loads_in_peft_with_its_scale(
+    exported: dict[Any, Any], name: str
+) -> None:
+    """Client 1 has rank 4 of [2, 4, 8]: PEFT rebuilds its scale from the exported lora_alpha."""
+    item = exported[EXTRA[name]]
+    assert torch.allclose(item["theirs"]["adapter"].float(), item["ours"], atol=1e-5, rtol=0)
+    assert torch.allclose(item["theirs"]["merged"].float(), item["ours"], atol=1e-5, rtol=0)
+    config = json.loads((item["adapter"] / "adapter_config.json").read_text())
+    s_k = 12.0 / (2.0 if name == "ranks" else 4.0)  # rsLoRA: alpha/sqrt(4); LoRA: alpha/4
+    root = 8**0.5 if name == "ranks" else 8.0
+    assert config["r"] == 8 and config["lora_alpha"] == pytest.approx(s_k * root)
+    saved = load_file(str(item["adapter"] / "adapter_model.safetensors"))
+    a_side = [v for k, v in saved.items() if ".lora_A." in k]
+    assert a_side and all(float(v[4:].abs().sum()) == 0.0 for v in a_side)  # zeros past rank 4
+    assert (
+        "rank 4 (the first 4 components of rank-8 factors"
+        in (item["adapter"] / "README.md").read_text()
+    )
 
 
 @pytest.mark.parametrize("name", ["flora", "feddpa"])

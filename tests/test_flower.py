@@ -127,6 +127,28 @@ def test_deployment_equals_in_process(insecure: Federation, algorithm: str) -> N
     assert 0.0 <= summary["final"]["accuracy_mean"] <= 1.0
 
 
+@pytest.mark.parametrize("algorithm", ["fedsa-lora", "hetlora"])
+def test_deployment_with_heterogeneous_ranks_equals_in_process(
+    insecure: Federation, algorithm: str
+) -> None:
+    """Ranks [2, 4, 8]: the same tensors as in-process, and each client's bytes follow its rank."""
+    on = [f"algorithm={algorithm}", "federation.rounds=2", "adapter.client_ranks=[2, 4, 8]"]
+    cfg = load_config(TINY, [*on, "adapter.alpha=12.0"])
+    out = deploy(insecure, cfg, insecure.workdir / f"run-ranks-{algorithm}")
+    shared, private, _ = in_process(cfg)
+    assert_close(load_tensors(out / "global.safetensors"), shared, "global shared")
+    key = experiment_key(cfg)
+    for c in CLIENTS:
+        saved = load_tensors(state_path(insecure.workdir / f"state-{c}", key, c))
+        assert_close(saved, private[c], f"client {c} private")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == [1, 2]
+    for r in records:  # the shared factors cut to each client's rank (2, 4, 8) went down
+        assert r["rejected"] == {}
+        down = r["payload_bytes_down_per_client"]
+        assert down["1"] == 2 * down["0"] and down["2"] == 4 * down["0"], down
+
+
 def test_secure_aggregation_deployment(insecure: Federation) -> None:
     """SecAgg+ over a real SuperLink and SuperNodes: four exchanges a round, masked uploads.
 

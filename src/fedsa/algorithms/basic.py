@@ -1,11 +1,14 @@
 """The algorithms that are data alone: what trains, what is shared, what stays on the client.
 
 Each is a few lines: no hook differs from the defaults (the same plan every round, the weighted
-mean on the server, every tensor written as received). Compare the table in the README.
+mean on the server, every tensor written as received), except that FedSA-LoRA's mean is taken
+per rank row so that clients may have different ranks (``rules.row_mean_rule``: the plain
+weighted mean when ranks are equal). Compare the table in the README.
 """
 
 from __future__ import annotations
 
+from fedsa.algorithms.rules import row_mean_rule
 from fedsa.algorithms.spec import Algorithm
 from fedsa.core.slots import HEAD, A, B
 
@@ -18,6 +21,8 @@ FEDSA_LORA = Algorithm(
     paper="Guo et al., Selective Aggregation for LoRA in Federated Learning, "
     "ICLR 2025, arXiv 2410.01463",
     alignable=True,
+    heterogeneous_ranks=True,
+    server_rule=row_mean_rule,
 )
 
 FEDIT = Algorithm(
@@ -59,6 +64,7 @@ LOCAL_ONLY = Algorithm(
     head_configurable=False,
     summary="reference: every client trains alone, nothing is sent",
     paper="reference point (no federation)",
+    heterogeneous_ranks=True,
 )
 
 CENTRALIZED = Algorithm(

@@ -81,6 +81,12 @@ class ServerContext:
     scale: float
     """The adapter's scale ``s`` (alpha/r or alpha/sqrt(r); 1 for VeRA)."""
     client_ids: Sequence[str]
+    ranks: Mapping[str, int] = field(default_factory=dict)
+    """Every client's rank ``r_k`` (``adapter.client_ranks``; all ``adapter.r`` otherwise)."""
+    scales: Mapping[str, float] = field(default_factory=dict)
+    """Every client's scale ``s_k`` (alpha/r_k or alpha/sqrt(r_k)); all ``scale`` otherwise."""
+    max_rank: int = 0
+    """The rank of the global factors (``max(client_ranks)``, else ``adapter.r``)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,10 @@ class ClientStart:
     """The common initial private tensors (for steps that re-initialise the adapter)."""
     base: Tensors
     """Base-model weights changed by the server so far (absolute values; usually empty)."""
+    rank: int = 0
+    """The client's own rank under ``adapter.client_ranks`` (0: the model's rank). ``shared``
+    then holds rank-``rank`` factors, padded and scaled on install
+    (:func:`fedsa.engine.client.install_start`)."""
 
 
 InstallStep = Callable[[torch.nn.Module, ClientStart], None]

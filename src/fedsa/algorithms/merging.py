@@ -23,7 +23,7 @@ from fedsa.algorithms.spec import Algorithm
 from fedsa.core.params import Tensors
 from fedsa.core.slots import HEAD, A, B
 
-_INIT = "init/"
+INIT = "init/"
 LORA_ONLY = frozenset({"lora", "rslora"})
 PRODUCT_NOTE = "it merges dense products s B A, which VeRA's scaled frozen projections do not have"
 
@@ -33,26 +33,35 @@ def _weights(uploads: Sequence[Upload]) -> tuple[list[float], list[Tensors]]:
     return normalised([u.weight for u in uploads]), [u.tensors for u in uploads]
 
 
-def flora_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
-    """Stack the clients' factors, merge ``s B_stack A_stack`` into W0, restart every adapter.
+def initial_factors(ctx: ServerContext) -> Tensors:
+    """The common fresh adapter (A, B) clients restart from (the rule's state after round 1)."""
+    initial = {k[len(INIT) :]: v for k, v in ctx.state.items() if k.startswith(INIT)}
+    return initial or {n: v for n, v in ctx.shared.items() if ctx.slots[n] in (A, B)}
 
-    ``B_stack A_stack = sum_k p_k B_k A_k``; the fresh adapter each client restarts from is the
-    common seeded initial one (kept in the rule's state from round 1, when it is what was sent).
-    A shared head (``federation.share_head``) is averaged as usual.
+
+def flora_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
+    """Stack the clients' factors, merge ``B_stack A_stack`` into W0, restart every adapter.
+
+    ``B_stack = [s_1 B_1 ... s_K B_K]``, ``A_stack = [p_1 A_1; ...]``, so ``B_stack A_stack =
+    sum_k p_k s_k B_k A_k`` with each client's own scale (ranks may differ: the blocks are
+    scale-corrected, unlike the official zero-padding baseline's alpha * max(r)). The fresh
+    adapter each client restarts from is the common seeded initial one (:func:`initial_factors`,
+    cut to each client's rank when sent). A shared head is averaged as usual.
     """
-    initial = {k[len(_INIT) :]: v for k, v in ctx.state.items() if k.startswith(_INIT)}
-    initial = initial or {n: v for n, v in ctx.shared.items() if ctx.slots[n] in (A, B)}
+    initial = initial_factors(ctx)
     p, ups = _weights(uploads)
+    scales = [ctx.scales.get(u.client, ctx.scale) for u in uploads]
     sent: Tensors = {}
     for layer in lora_layers(ctx.slots):
-        b_stack, a_stack = stacked([u[layer.b] for u in ups], [u[layer.a] for u in ups], p)
-        sent.update(compact(layer.base, ctx.scale * b_stack, a_stack, ups[0][layer.a].dtype))
+        bs = [s * u[layer.b].double() for s, u in zip(scales, ups, strict=True)]
+        b_stack, a_stack = stacked(bs, [u[layer.a] for u in ups], p)
+        sent.update(compact(layer.base, b_stack, a_stack, ups[0][layer.a].dtype))
     heads = [n for n in ups[0] if ctx.slots[n] == HEAD]
     mean = weighted_mean([{n: u[n] for n in heads} for u in ups], [u.weight for u in uploads])
     return ServerOutput(
         shared={**ctx.shared, **mean, **initial},
         base_delta=sent,
-        state={_INIT + k: v for k, v in initial.items()},
+        state={INIT + k: v for k, v in initial.items()},
     )
 
 
@@ -90,6 +99,7 @@ FLORA = Algorithm(
     variants=LORA_ONLY,
     variant_note=PRODUCT_NOTE,
     merges_into_linear=True,
+    heterogeneous_ranks=True,
     server_rule=flora_rule,
     individual_uploads="stacks every client's A and B",
 )

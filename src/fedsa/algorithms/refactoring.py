@@ -13,33 +13,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fedsa.adapters.ranks import padded, scale_for
 from fedsa.algorithms.aggregate import weighted_mean
 from fedsa.algorithms.hooks import Phase, RoundPlan, ServerContext, ServerOutput, Upload
 from fedsa.algorithms.lowrank import lora_layers, normalised, split_factors, stacked, svd_of
 from fedsa.algorithms.merging import LORA_ONLY, PRODUCT_NOTE
 from fedsa.algorithms.spec import Algorithm
 from fedsa.config.schema import RunConfig
+from fedsa.core.params import Tensors
 from fedsa.core.slots import HEAD, A, B, Slot
 
 
 def flexlora_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
-    """SVD of ``sum_k p_k s B_k A_k``; every client receives the rank-r truncation.
+    """SVD of ``sum_k p_k s_k B_k A_k``; every client receives its rank-``r_k`` truncation.
 
-    The singular values are split evenly between B and A (``B = U_r sqrt(S_r/s)``, ``A =
-    sqrt(S_r/s) V_r^T``), so ``s B A`` is the truncation. Clients of equal rank receive the same
-    factors; other tensors (a shared head) are averaged.
+    The singular values are split evenly between B and A (``B = U_r sqrt(S_r/s_k)``, ``A =
+    sqrt(S_r/s_k) V_r^T``), so client k's update ``s_k B A`` is the truncation
+    ``U_{:r_k} S_{:r_k} V_{:r_k}^T``. Clients of equal rank receive the same factors (in
+    ``shared``; other ranks in ``per_client``); other tensors (a shared head) are averaged.
     """
     ups = [u.tensors for u in uploads]
     p = normalised([u.weight for u in uploads])
-    shared = {**ctx.shared, **weighted_mean(ups, [u.weight for u in uploads])}
+    heads = [n for n in ups[0] if ctx.slots.get(n) not in (A, B)]
+    mean = weighted_mean([{n: u[n] for n in heads} for u in ups], [u.weight for u in uploads])
+    shared = {**ctx.shared, **(mean if heads else {})}
+    scales = [ctx.scales.get(u.client, ctx.scale) for u in uploads]
+    hetero = len(set(ctx.ranks.values())) > 1
+    per_client: dict[str, Tensors] = {}
     for layer in lora_layers(ctx.slots):
-        b_stack, a_stack = stacked([u[layer.b] for u in ups], [u[layer.a] for u in ups], p)
-        u, s, v = svd_of(ctx.scale * b_stack, a_stack)
-        rank = ups[0][layer.a].shape[0]
-        b, a = split_factors(u, s, v, rank, ctx.scale)
-        dtype = ups[0][layer.a].dtype
+        bs = [s * u[layer.b].double() for s, u in zip(scales, ups, strict=True)]
+        b_stack, a_stack = stacked(bs, [u[layer.a] for u in ups], p)
+        u, s, v = svd_of(b_stack, a_stack)
+        rank, dtype = ctx.shared[layer.a].shape[0], ctx.shared[layer.a].dtype
+        b, a = split_factors(u, s, v, rank, scale_for(ctx.cfg, rank) if hetero else ctx.scale)
         shared[layer.b], shared[layer.a] = b.to(dtype), a.to(dtype)
-    return ServerOutput(shared=shared)
+        for c, r_c in ctx.ranks.items() if hetero else ():
+            if r_c != rank:
+                b_c, a_c = split_factors(u, s, v, r_c, ctx.scales[c])
+                cut = padded({layer.b: b_c.to(dtype), layer.a: a_c.to(dtype)}, ctx.slots, rank)
+                per_client.setdefault(c, {}).update(cut)
+    return ServerOutput(shared=shared, per_client=per_client)
 
 
 def fedsvd_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
@@ -83,6 +96,7 @@ FLEXLORA = Algorithm(
     "Tasks and Client Resources, NeurIPS 2024, arXiv 2402.11505",
     variants=LORA_ONLY,
     variant_note=PRODUCT_NOTE,
+    heterogeneous_ranks=True,
     server_rule=flexlora_rule,
     individual_uploads="averages every client's product B_k A_k before its SVD",
 )

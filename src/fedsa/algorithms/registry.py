@@ -18,6 +18,7 @@ from fedsa.algorithms.basic import (
     LOCAL_ONLY,
 )
 from fedsa.algorithms.feddpa import FEDDPA
+from fedsa.algorithms.heterogeneous import FLORIST, HETLORA
 from fedsa.algorithms.merging import FEDEX_LORA, FLORA
 from fedsa.algorithms.refactoring import FEDSVD, FLEXLORA
 from fedsa.algorithms.spec import Algorithm
@@ -36,6 +37,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         FEDSVD,
         FED_ALORA,
         FEDROT_LORA,
+        HETLORA,
+        FLORIST,
         LOCAL_ONLY,
         CENTRALIZED,
     )

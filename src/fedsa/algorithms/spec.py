@@ -76,6 +76,9 @@ class Algorithm:
     merges_into_linear: bool = False
     """Its rule adds ``B @ A`` to base weights stored (d_out, d_in), as ``nn.Linear`` does; a
     model whose adapted layers are stored transposed (GPT-2's ``Conv1D``) is refused."""
+    heterogeneous_ranks: bool = False
+    """Whether clients may have their own ranks (``adapter.client_ranks``): its rule takes
+    uploads of rank ``r_k`` and says what client k receives."""
     individual_uploads: str = ""
     """Why its server rule needs each client's factors, not only their mean (empty: it needs
     only the mean): such a rule cannot take central DP noise on a sum (``privacy.mode``)."""

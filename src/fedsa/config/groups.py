@@ -1,4 +1,4 @@
-"""The config groups that are off by default: tracking and privacy (imported by the schema).
+"""Config groups kept apart from the schema: tracking, privacy and two methods' settings.
 
 Kept apart only so that :mod:`fedsa.config.schema` stays one screenful per group; every field is
 addressed as usual (``tracking.report_to``, ``privacy.clip_norm``).
@@ -74,3 +74,20 @@ class PrivacyConfig:
     def private(self) -> bool:
         """Whether client-level DP is on."""
         return self.mode == "client"
+
+
+@dataclass(frozen=True)
+class FedSVDConfig:
+    """FedSVD (arXiv 2505.12805)."""
+
+    svd_period: int = 1
+    """Re-factorise ``B_bar A`` by SVD every this many rounds (1, as in the paper's scripts)."""
+
+
+@dataclass(frozen=True)
+class FloristConfig:
+    """FLoRIST (arXiv 2506.09199)."""
+
+    tau: float = 0.9
+    """Energy threshold in (0, 1]: keep the fewest singular components of the stacked
+    aggregate whose squared singular values reach ``tau`` of the total (1: exact, FLoRA)."""

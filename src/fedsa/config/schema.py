@@ -16,7 +16,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedsa.config.groups import TRACKERS, PrivacyConfig, TrackingConfig
+from fedsa.config.groups import (
+    TRACKERS,
+    FedSVDConfig,
+    FloristConfig,
+    PrivacyConfig,
+    TrackingConfig,
+)
 
 __all__ = ["TRACKERS", "PrivacyConfig", "TrackingConfig"]  # re-exported: every group is here
 
@@ -54,6 +60,9 @@ class AdapterConfig:
     (``q_proj``/``v_proj`` for Llama-style; see ``fedsa.models.causal_lm.DEFAULT_TARGETS``)."""
     vera_d_initial: float = 0.1
     """Initial value of VeRA's ``lambda_d`` vector."""
+    client_ranks: tuple[int, ...] = ()
+    """Client k's rank ``client_ranks[k % len]``, scale ``alpha/r_k`` (rsLoRA ``alpha/sqrt(r_k)``);
+    empty: all ``r``. Only some methods take it (:mod:`fedsa.adapters.ranks`)."""
 
 
 @dataclass(frozen=True)
@@ -176,14 +185,6 @@ class FedDPAConfig:
 
 
 @dataclass(frozen=True)
-class FedSVDConfig:
-    """FedSVD (arXiv 2505.12805)."""
-
-    svd_period: int = 1
-    """Re-factorise ``B_bar A`` by SVD every this many rounds (1, as in the paper's scripts)."""
-
-
-@dataclass(frozen=True)
 class AnalysisConfig:
     """What the engine keeps for later analysis (``fedsa analyze``)."""
 
@@ -228,9 +229,10 @@ class FaultConfig:
 
 NOT_COMPUTED = ("tracking",)
 """Config groups that change nothing a run computes: outside its digest and resume check."""
-LATER = {"privacy": PrivacyConfig}
-"""Groups added after digests were first recorded: left out of the digest (and of the Flower
-experiment key) while at their defaults, so that every earlier digest still holds."""
+LATER = {"privacy": PrivacyConfig, "florist": FloristConfig}
+"""Groups (and, below, fields: default as JSON) added after digests were first recorded: left
+out of the digest and the Flower experiment key at their defaults, so earlier digests hold."""
+LATER_FIELDS: dict[tuple[str, str], Any] = {("adapter", "client_ranks"): []}
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,7 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     feddpa: FedDPAConfig = field(default_factory=FedDPAConfig)
     fedsvd: FedSVDConfig = field(default_factory=FedSVDConfig)
+    florist: FloristConfig = field(default_factory=FloristConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
@@ -282,6 +285,9 @@ def drop_defaults(tree: dict[str, Any]) -> None:
     for key, group in LATER.items():
         if key in tree and tree[key] == jsonable(dataclasses.asdict(group())):
             del tree[key]
+    for (key, name), default in LATER_FIELDS.items():
+        if tree.get(key, {}).get(name, None) == default:
+            del tree[key][name]
 
 
 def jsonable(value: Any) -> Any:

@@ -91,6 +91,8 @@ def validate(cfg: RunConfig) -> None:
     _choice("federation.align", cfg.federation.align, ("none", "rotation"))
     _positive("federation.align_lambda", cfg.federation.align_lambda)
     _positive("fedsvd.svd_period", cfg.fedsvd.svd_period)
+    if not 0.0 < cfg.florist.tau <= 1.0:
+        raise ConfigError(f"florist.tau = {cfg.florist.tau!r} must be in (0, 1]")
     _choice("feddpa.combination", cfg.feddpa.combination, ("instance", "sum"))
     _positive("feddpa.num_references", cfg.feddpa.num_references)
     for key, value in (
@@ -135,10 +137,37 @@ def validate(cfg: RunConfig) -> None:
             + f": use one of {', '.join(sorted(algo.variants or ()))}"
         )
     _validate_alignment(cfg)
+    _validate_ranks(cfg)
     if cfg.federation.share_head and not algo.head_configurable:
         raise ConfigError(
             f"federation.share_head = true is not allowed for {cfg.algorithm}: its head is "
             "always kept on the client; remove the key"
+        )
+
+
+def _validate_ranks(cfg: RunConfig) -> None:
+    """``adapter.client_ranks``: positive ranks, a LoRA variant, a method that takes them."""
+    ranks = cfg.adapter.client_ranks
+    if not ranks:
+        return
+    for i, r in enumerate(ranks):
+        _positive(f"adapter.client_ranks[{i}]", r)
+    if cfg.adapter.variant not in ("lora", "rslora"):
+        raise ConfigError(
+            f"adapter.client_ranks needs adapter.variant lora or rslora, not "
+            f"{cfg.adapter.variant!r}: VeRA's rank is its shared frozen projections'"
+        )
+    if not ALGORITHMS[cfg.algorithm].heterogeneous_ranks:
+        able = sorted(n for n, a in ALGORITHMS.items() if a.heterogeneous_ranks)
+        raise ConfigError(
+            f"algorithm = {cfg.algorithm!r} cannot take adapter.client_ranks (its rule combines "
+            f"factors of one shape): use one of {', '.join(able)}, or remove the key"
+        )
+    p = cfg.privacy
+    if cfg.federation.align != "none" or p.mode != "none" or p.secure_aggregation:
+        raise ConfigError(
+            "adapter.client_ranks cannot be combined with federation.align, privacy.mode or "
+            "privacy.secure_aggregation (each needs one shape for every client's update)"
         )
 
 

@@ -8,6 +8,7 @@ both call :func:`client_round`, so the two engines cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from fedsa.adapters.layout import Layout, apply_trainable
+from fedsa.adapters.ranks import at_rank, max_rank, padded, set_rank_scale
 from fedsa.algorithms.align import rotate_to_received
 from fedsa.algorithms.hooks import ClientStart
 from fedsa.algorithms.spec import Algorithm
@@ -41,6 +43,22 @@ class ClientResult:
 def client_seed(seed: int, round_idx: int, client_index: int) -> int:
     """A seed for (run seed, round, client), independent of which other clients take part."""
     return int(np.random.SeedSequence([seed, round_idx, client_index]).generate_state(1)[0])
+
+
+def install_start(
+    model: torch.nn.Module, algorithm: Algorithm, start: ClientStart, layout: Layout, cfg: RunConfig
+) -> None:
+    """The algorithm's install step, at the client's own rank when ranks differ.
+
+    A rank-``r_k`` client's received factors are zero-padded to the model's rank and every LoRA
+    layer gets the scale ``s_k`` (:mod:`fedsa.adapters.ranks`); with one rank for all this is
+    the install step itself.
+    """
+    if start.rank:
+        shared = padded(start.shared, layout.slots, max_rank(cfg))
+        start = dataclasses.replace(start, shared=shared)
+        set_rank_scale(model, cfg, start.rank)
+    algorithm.install(model, start)
 
 
 def client_round(
@@ -70,7 +88,7 @@ def client_round(
         seed: from :func:`client_seed`; fixes batch order and dropout.
         device: where the model lives.
     """
-    algorithm.install(model, start)
+    install_start(model, algorithm, start, layout, cfg)
     plan = algorithm.schedule(algorithm.trains, round_idx, cfg)
     total = sum(phase.steps for phase in plan.phases)
     rng = np.random.default_rng(seed)
@@ -108,8 +126,9 @@ def client_round(
     if algorithm.rotates(cfg.federation.align):
         rotate_to_received(model, layout, start.shared, cfg.federation.align_lambda)
     sent = layout.shared if plan.sends is None else layout.names(plan.sends, layout.shared)
+    upload = read_from(model, sent)
     return ClientResult(
-        upload=read_from(model, sent),
+        upload=at_rank(upload, layout.slots, start.rank) if start.rank else upload,
         private=read_from(model, layout.private),
         train_loss=sum(losses) / total,
         num_examples=len(indices),

@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedModel
 
 from fedsa.adapters.layout import Layout, apply_trainable, make_layout
+from fedsa.adapters.ranks import max_rank
 from fedsa.adapters.variants import VARIANTS, build_peft_model
 from fedsa.algorithms.registry import ALGORITHMS
 from fedsa.algorithms.spec import Algorithm
@@ -101,7 +102,8 @@ def build_model(
     if base is None:
         base = task.load_base(cfg, num_labels)
     targets = resolve_target_modules(base, cfg.adapter.target_modules)
-    adapter = dataclasses.replace(cfg.adapter, target_modules=targets)
+    # heterogeneous ranks: one model of the largest rank, each client using its first r_k
+    adapter = dataclasses.replace(cfg.adapter, target_modules=targets, r=max_rank(cfg))
     model = build_peft_model(base, adapter, cfg.seed, task.task_type)
     algorithm = ALGORITHMS[cfg.algorithm]
     if algorithm.extend_model is not None:

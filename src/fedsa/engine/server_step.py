@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fedsa.adapters.layout import Layout
+from fedsa.adapters.ranks import at_rank, client_rank, client_scale, heterogeneous, max_rank
 from fedsa.algorithms.aggregate import screen_updates
 from fedsa.algorithms.hooks import ServerContext, Upload
 from fedsa.algorithms.lowrank import expand, on_the_wire, wire_targets
@@ -112,6 +113,17 @@ class ServerState:
         return state
 
 
+def sent_view(state: ServerState, client: str, cfg: RunConfig, layout: Layout) -> Tensors:
+    """What ``client`` is sent: :meth:`ServerState.sent_to`, cut to its rank when ranks differ."""
+    sent = state.sent_to(client)
+    return at_rank(sent, layout.slots, client_rank(cfg, client)) if heterogeneous(cfg) else sent
+
+
+def start_rank(cfg: RunConfig, client: str) -> int:
+    """``ClientStart.rank`` for ``client``: its own rank when ranks differ, else 0."""
+    return client_rank(cfg, client) if heterogeneous(cfg) else 0
+
+
 def adapter_scale(cfg: RunConfig) -> float:
     """The adapter's scale ``s``: alpha/r (LoRA), alpha/sqrt(r) (rsLoRA), 1 (VeRA)."""
     if cfg.adapter.variant == "rslora":
@@ -181,6 +193,9 @@ def server_update(
         slots=layout.slots,
         scale=adapter_scale(cfg),
         client_ids=client_ids,
+        ranks={c: client_rank(cfg, c) for c in client_ids},
+        scales={c: client_scale(cfg, c) for c in client_ids},
+        max_rank=max_rank(cfg),
     )
     private = cfg.privacy.private and not released
     rule = private_rule(algorithm.server_rule) if private else algorithm.server_rule

@@ -21,7 +21,7 @@ from fedsa.algorithms.hooks import ClientEval, ClientStart, Upload
 from fedsa.core.device import autocast, autocast_dtype
 from fedsa.core.params import Tensors, nbytes, read_from
 from fedsa.engine.checkpoint import Checkpoint, Checkpointer
-from fedsa.engine.client import ClientResult, client_round, client_seed
+from fedsa.engine.client import ClientResult, client_round, client_seed, install_start
 from fedsa.engine.faults import (
     BAD_UPDATE,
     LOST_REPLY,
@@ -37,7 +37,9 @@ from fedsa.engine.server_step import (
     ServerState,
     expected_upload,
     screen_round,
+    sent_view,
     server_update,
+    start_rank,
     upload_weight,
 )
 from fedsa.engine.store import ClientStore
@@ -50,10 +52,10 @@ RoundCallback = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class ClientEvent:
-    """What one client received and produced in one round, for observers (tests, analysis).
+    """One client's round for observers (tests, analysis): what it got and what it produced.
 
-    ``received_private`` is the client's private state as restored at the start of its round;
-    ``result`` holds its upload and new private state after local training, before aggregation.
+    ``received_private``: its private state at the start of its round; ``result``: its upload
+    and new private state after local training, before aggregation.
     """
 
     round: int
@@ -72,10 +74,11 @@ def client_start(fed: Federation, state: ServerState, cid: str, private: Tensors
     """What client ``cid`` starts from: what the server sends it, plus its own private state."""
     return ClientStart(
         frozen=fed.frozen,
-        shared=state.sent_to(cid),
+        shared=sent_view(state, cid, fed.cfg, fed.layout),
         private=private,
         initial_private=fed.init_private,
         base=state.base,
+        rank=start_rank(fed.cfg, cid),
     )
 
 
@@ -94,7 +97,8 @@ def evaluate_clients(
     per_client: dict[str, dict[str, float]] = {}
     position = {cid: k for k, cid in enumerate(fed.client_ids)}
     for cid in fed.client_ids if clients is None else clients:
-        fed.algorithm.install(fed.model, client_start(fed, state, cid, store.get(cid)))
+        start = client_start(fed, state, cid, store.get(cid))
+        install_start(fed.model, fed.algorithm, start, fed.layout, fed.cfg)
         records: list[dict[str, Any]] | None = [] if transcripts is not None else None
         per_client[cid] = evaluate_client(fed, position[cid], records)
         if records and transcripts is not None:
@@ -155,8 +159,7 @@ def client_turn(
 ) -> tuple[ClientResult, ClientResult]:
     """One client's local training as the server will see it, with any injected fault.
 
-    Returns the genuine result (its private state is what the client would keep) and the
-    result as received (its upload possibly corrupted).
+    Returns the genuine result (with the private state it keeps) and the one received.
 
     Raises:
         ClientFailure: the client crashed in training or its reply was lost.
@@ -230,7 +233,7 @@ def run_rounds(
         participants = sample_clients(
             fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t, cfg.privacy.private
         )
-        sent = {cid: state.sent_to(cid) for cid in participants}
+        sent = {cid: sent_view(state, cid, cfg, fed.layout) for cid in participants}
         down = {cid: nbytes(sent[cid]) + nbytes(state.base_payload(cid)[1]) for cid in participants}
         results: dict[str, ClientResult] = {}
         uploads: dict[str, Tensors] = {}

@@ -28,7 +28,7 @@ from fedsa.config.schema import RunConfig
 from fedsa.core.errors import ConfigError, UpdateError
 from fedsa.core.params import Tensors
 from fedsa.engine.metrics import summarize
-from fedsa.engine.server_step import expected_upload, server_update
+from fedsa.engine.server_step import expected_upload, sent_view, server_update
 from fedsa.flower.codec import config_record, to_record
 from fedsa.flower.exchange import discover, exchange
 from fedsa.flower.grid import POLL_S, FastGrid
@@ -150,7 +150,8 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         sync: dict[str, int | str] = {"base-round": state.base_round}
         sync["base-from"] = state.synced.get(c, 0)
         form, base = state.base_payload(c)  # nothing, the latest change, or dense weights
-        return message(nodes[c], kind, state.sent_to(c), cfg, base, form, round=t, **sync, **extra)
+        sent = sent_view(state, c, cfg, rec.layout)
+        return message(nodes[c], kind, sent, cfg, base, form, round=t, **sync, **extra)
 
     def lost(clients: list[str], replies: dict[str, Message | None]) -> None:
         for c in clients:  # a client without a good reply may lack the latest base weights
@@ -164,7 +165,7 @@ def run_federation(grid: Grid, s: Settings) -> dict[str, Any]:
         others = [c for c in rec.client_ids if c not in participants]
         # clients not training this round are evaluated on their own
         evals = {c: to(c, "evaluate", t - 1) for c in others} if pending is not None else {}
-        sent_to = {c: state.sent_to(c) for c in participants}
+        sent_to = {c: sent_view(state, c, cfg, rec.layout) for c in participants}
         expected = {
             c: expected_upload(rec.algorithm, rec.layout, cfg, t, sent_to[c]) for c in participants
         }

@@ -27,9 +27,9 @@ from fedsa.config.schema import NOT_COMPUTED, RunConfig
 from fedsa.core.errors import ConfigError
 from fedsa.core.io import atomic_write_bytes
 from fedsa.core.params import Tensors
-from fedsa.engine.client import client_round, client_seed
+from fedsa.engine.client import client_round, client_seed, install_start
 from fedsa.engine.prepare import Federation, prepare
-from fedsa.engine.server_step import upload_weight
+from fedsa.engine.server_step import start_rank, upload_weight
 from fedsa.engine.simulation import evaluate_client
 from fedsa.flower.basesync import BaseCopies
 from fedsa.flower.channel import Arrays, Packet
@@ -152,7 +152,8 @@ class SiteRunner:
         changes = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith((BASE, MERGE))}
         shared = {k: v for k, v in arrays.items() if not k.startswith((BASE, MERGE))}
         base = self._bases.current(fed, (exp, client, run), changes, settings, context)
-        start_state = ClientStart(fed.frozen, shared, private, fed.init_private, base)
+        rank = start_rank(fed.cfg, client)
+        start_state = ClientStart(fed.frozen, shared, private, fed.init_private, base, rank)
         ready = time.perf_counter()
         records: dict[str, dict[str, float | int]] = {}
         upload: Arrays = {}
@@ -198,7 +199,7 @@ class SiteRunner:
         A generation task's records (prompt, generated text, answer, reference) are written to
         ``keep`` on this node; they never go to the server.
         """
-        fed.algorithm.install(fed.model, start)
+        install_start(fed.model, fed.algorithm, start, fed.layout, fed.cfg)
         texts: list[dict[str, Any]] = []
         metrics: dict[str, float] = dict(evaluate_client(fed, k, texts))
         if texts and keep is not None:

@@ -7,28 +7,42 @@ transformers, and how well it did on its client's data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
 
+from fedsa.adapters.ranks import client_rank, max_rank
+from fedsa.config.schema import AdapterConfig
 from fedsa.use.saved import SavedRun
 
 _AUTO = {True: "AutoModelForCausalLM", False: "AutoModelForSequenceClassification"}
 
 
-def effective_update(run: SavedRun) -> str:
-    """The update one adapted layer applies, in the run's variant and numbers."""
+def effective_update(run: SavedRun, who: str = "") -> str:
+    """The update one adapted layer applies, in the run's variant and numbers (``who``'s rank)."""
     a = run.cfg.adapter
+    if a.client_ranks and who.startswith("client "):
+        r, r_max = client_rank(run.cfg, who.split(" ", 1)[1]), max_rank(run.cfg)
+        a = dataclasses.replace(a, r=r)
+        if r != r_max:
+            rank = f"{r} (the first {r} components of rank-{r_max} factors, zeros after)"
+            return effective_update_at(a, rank)
+    return effective_update_at(a, str(a.r))
+
+
+def effective_update_at(a: AdapterConfig, rank: str) -> str:
+    """``W = W0 + s B A`` with the scale of ``a`` written out; ``rank`` as it should read."""
     if a.variant == "vera":
         return (
             "W = W0 + diag(lambda_b) B diag(lambda_d) A, with A and B VeRA's frozen random "
-            f"projections (rank {a.r}, regenerated from `projection_prng_key` and also saved)"
+            f"projections (rank {rank}, regenerated from `projection_prng_key` and also saved)"
         )
     if a.variant == "rslora":
         scale, form = a.alpha / math.sqrt(a.r), f"alpha/sqrt(r) = {a.alpha:g}/sqrt({a.r})"
     else:
         scale, form = a.alpha / a.r, f"alpha/r = {a.alpha:g}/{a.r}"
-    return f"W = W0 + s B A, rank {a.r}, s = {form} = {scale:.6g}"
+    return f"W = W0 + s B A, rank {rank}, s = {form} = {scale:.6g}"
 
 
 def _loading(run: SavedRun, reference: str, merged: bool, adapters: list[str]) -> str:
@@ -119,7 +133,7 @@ def model_card(
 
 {what}{head}
 
-Effective update of each adapted layer: {effective_update(run)}.
+Effective update of each adapted layer: {effective_update(run, who)}.
 
 ## Load it
 

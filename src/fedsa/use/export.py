@@ -28,6 +28,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from fedsa.adapters.ranks import alpha_at_max_rank, client_rank, heterogeneous
 from fedsa.core.errors import ConfigError
 from fedsa.core.io import atomic_write_json
 from fedsa.core.slots import HEAD
@@ -221,7 +222,11 @@ def export(
             target.mkdir(parents=True, exist_ok=True)
             who = "global model" if cid is None else f"client {cid}"
             write = write_merged if merge else write_adapter
-            write(run, copy.deepcopy(model), target, dest, who, tokenizer)
+            copied = copy.deepcopy(model)
+            if heterogeneous(run.cfg) and cid is not None:  # its own scale s_k on load
+                alpha = alpha_at_max_rank(run.cfg, client_rank(run.cfg, cid))
+                copied.peft_config["default"].lora_alpha = alpha  # type: ignore[attr-defined]
+            write(run, copied, target, dest, who, tokenizer)
             written.append(dest)
         _publish(tmp, out)
     except BaseException:

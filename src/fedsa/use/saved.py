@@ -28,9 +28,10 @@ from fedsa.config.schema import RunConfig
 from fedsa.core.errors import ConfigError, DataError
 from fedsa.core.io import load_tensors
 from fedsa.core.params import Tensors, read_from
+from fedsa.engine.client import install_start
 from fedsa.engine.prepare import build_model, resolve_device
 from fedsa.engine.results import RunDir, read_metrics, read_summary
-from fedsa.engine.server_step import ServerState
+from fedsa.engine.server_step import ServerState, sent_view, start_rank
 from fedsa.tasks.glue import TASKS
 from fedsa.tasks.instruct import is_generation_task
 
@@ -153,15 +154,16 @@ class SavedRun:
                 "private tensors (names differ from the config's adapter): the run directory is "
                 "damaged"
             )
-        state = self.server
+        state, cfg = self.server, self.cfg
         start = ClientStart(
             frozen=frozen,
-            shared=dict(state.shared) if client is None else state.sent_to(client),
+            shared=dict(state.shared) if client is None else sent_view(state, client, cfg, layout),
             private=initial if private is None else private,
             initial_private=initial,
             base=state.base,
+            rank=0 if client is None else start_rank(cfg, client),
         )
-        self.algorithm.install(model, start)
+        install_start(model, self.algorithm, start, layout, cfg)
         model.eval()
 
     def client_model(self, client: str | int, device: str = "cpu") -> ClientModel:
