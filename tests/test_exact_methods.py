@@ -137,13 +137,17 @@ HETERO = ["fedsa-lora", "hetlora", "flexlora", "flora", "florist"]
 """The methods that take ``adapter.client_ranks``: resumed with ranks [2, 4, 8] too."""
 
 
+RANKS = ["adapter.client_ranks=[2, 4, 8]", "adapter.alpha=12.0"]
+PRUNE = ["hetlora.prune_gamma=0.5", "hetlora.prune_threshold=0.999"]  # every round prunes
+
+
 @pytest.mark.parametrize(
-    ("algorithm", "ranks"),
-    [(a, "") for a in NEW] + [(a, "[2, 4, 8]") for a in HETERO],
-    ids=[*NEW, *(f"{a}-ranks" for a in HETERO)],
+    ("algorithm", "extra"),
+    [(a, []) for a in NEW] + [(a, RANKS) for a in HETERO] + [("hetlora", RANKS + PRUNE)],
+    ids=[*NEW, *(f"{a}-ranks" for a in HETERO), "hetlora-ranks-pruning"],
 )
 def test_every_new_method_resumes_bitwise_after_sigkill(
-    algorithm: str, ranks: str, tmp_path: Path
+    algorithm: str, extra: list[str], tmp_path: Path
 ) -> None:
     """Killed while writing round 3's checkpoint (RoLoRA: an odd, B round), resumed from round
     2's: tensors, server state (base changes, rule state, per-client factors of other ranks) and
@@ -154,7 +158,7 @@ def test_every_new_method_resumes_bitwise_after_sigkill(
         "federation.rounds=4",
         "data.num_clients=4",
         "federation.clients_per_round=3",
-        *([f"adapter.client_ranks={ranks}", "adapter.alpha=12.0"] if ranks else []),
+        *extra,
     ]
     ref = tmp_path / "reference"
     assert main(["run", *args, "--out", str(ref)]) == 0

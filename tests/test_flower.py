@@ -133,6 +133,8 @@ def test_deployment_with_heterogeneous_ranks_equals_in_process(
 ) -> None:
     """Ranks [2, 4, 8]: the same tensors as in-process, and each client's bytes follow its rank."""
     on = [f"algorithm={algorithm}", "federation.rounds=2", "adapter.client_ranks=[2, 4, 8]"]
+    if algorithm == "hetlora":  # with self-pruning that halves every rank after round 1
+        on += ["hetlora.prune_gamma=0.5", "hetlora.prune_threshold=0.999"]
     cfg = load_config(TINY, [*on, "adapter.alpha=12.0"])
     out = deploy(insecure, cfg, insecure.workdir / f"run-ranks-{algorithm}")
     shared, private, _ = in_process(cfg)
@@ -143,10 +145,12 @@ def test_deployment_with_heterogeneous_ranks_equals_in_process(
         assert_close(saved, private[c], f"client {c} private")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [1, 2]
-    for r in records:  # the shared factors cut to each client's rank (2, 4, 8) went down
+    for r in records:  # the shared factors cut to each client's rank (2, 4, 8, or halved) went down
         assert r["rejected"] == {}
         down = r["payload_bytes_down_per_client"]
         assert down["1"] == 2 * down["0"] and down["2"] == 4 * down["0"], down
+    first, second = (r["payload_bytes_down_per_client"]["2"] for r in records)
+    assert second == (first // 2 if algorithm == "hetlora" else first)  # pruned from 8 to 4
 
 
 def test_secure_aggregation_deployment(insecure: Federation) -> None:

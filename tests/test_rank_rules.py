@@ -8,12 +8,13 @@ mean that counts absent rows as zeros each fail.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from fedsa.algorithms.heterogeneous import florist_rule, hetlora_rule, kept_rank
+from fedsa.algorithms.heterogeneous import florist_rule, hetlora_rule, kept_rank, self_prune
 from fedsa.algorithms.hooks import ServerContext, Upload
 from fedsa.algorithms.lowrank import expand
 from fedsa.algorithms.merging import flora_rule
@@ -167,3 +168,30 @@ def test_flexlora_gives_each_client_the_top_rk_svd(variant: str) -> None:
         top = u[:, :r] @ torch.diag(s[:r]) @ vh[:r]
         assert torch.allclose(product, top, atol=1e-5, rtol=0), client
         assert float(got[LB][:, r:].abs().sum()) == 0.0  # nothing past its rank
+
+
+def test_hetlora_self_pruning_keeps_ceil_gamma_r_when_the_tail_is_small() -> None:
+    """Rank 4, gamma 0.5: the tail is components 2 and 3; its share of ||s B A|| decides."""
+    cfg = cfg_of("hetlora", 8.0, [4], "hetlora.prune_gamma=0.5", "hetlora.prune_threshold=0.1")
+    a = torch.eye(4, 5)
+    b = torch.zeros(3, 4)
+    b[0, 0], b[1, 1], b[2, 2] = 1.0, 1.0, 0.05  # tail share: 0.05 / sqrt(2 + 0.0025) = 0.035
+    assert self_prune({LA: a, LB: b}, SLOTS, 2.0, cfg) == 2
+    b[2, 2] = 0.5  # share 0.5 / sqrt(2.25) = 0.33 > 0.1
+    assert self_prune({LA: a, LB: b}, SLOTS, 2.0, cfg) == 4
+    off = cfg_of("hetlora", 8.0, [4])
+    assert self_prune({LA: a, LB: torch.zeros(3, 4)}, SLOTS, 2.0, off) == 4  # gamma 0: never
+
+
+def test_hetlora_pruned_ranks_shrink_what_travels(tmp_path: Path) -> None:
+    """With a threshold no tail can pass, every client halves its rank each round, down to 1."""
+    from fedsa.engine.runner import run
+
+    cfg = cfg_of("hetlora", 12.0, [2, 4, 8], "hetlora.prune_gamma=0.5",
+                 "hetlora.prune_threshold=0.999", "federation.rounds=4")  # fmt: skip
+    run(cfg, tmp_path / "run")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ups = [json.loads(line)["bytes_up_per_client"] for line in lines]
+    per_rank = ups[0]["0"] // 2  # bytes of one rank component (client 0 starts at rank 2)
+    ranks = [[u[c] // per_rank for c in ("0", "1", "2")] for u in ups]
+    assert ranks == [[2, 4, 8], [1, 2, 4], [1, 1, 2], [1, 1, 1]]

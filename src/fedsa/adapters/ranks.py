@@ -126,3 +126,44 @@ def alpha_at_max_rank(cfg: RunConfig, rank: int) -> float:
     r_max = max_rank(cfg)
     root = math.sqrt(r_max) if cfg.adapter.variant == "rslora" else float(r_max)
     return scale_for(cfg, rank) * root
+
+
+def rank_of(tensors: Mapping[str, torch.Tensor], slots: Mapping[str, Slot]) -> int:
+    """The rank the A-side (else B-side) factors in ``tensors`` are cut to (0: none there)."""
+    for name, value in tensors.items():
+        side = _side(name, slots.get(name))
+        if side:
+            return int(value.shape[0] if side == "a" else value.shape[1])
+    return 0
+
+
+def held_rank(tensors: Mapping[str, torch.Tensor], slots: Mapping[str, Slot]) -> int:
+    """One past the last rank component that is nonzero in any factor (at least 1).
+
+    A client that pruned its rank uploads zeros past the rank it keeps; this is how the server
+    learns it (:func:`fedsa.engine.server_step.server_update`).
+    """
+    held = 1
+    for name, value in tensors.items():
+        side = _side(name, slots.get(name))
+        if side:
+            lines = value.detach().ne(0).any(dim=1 if side == "a" else 0)  # per component
+            nonzero = torch.nonzero(lines)
+            if nonzero.numel():
+                held = max(held, int(nonzero[-1]) + 1)
+    return held
+
+
+def zero_past(tensors: Mapping[str, torch.Tensor], slots: Mapping[str, Slot], rank: int) -> Tensors:
+    """``tensors`` with the rank components past ``rank`` set to zero (shapes kept)."""
+    out: Tensors = {}
+    for name, value in tensors.items():
+        side = _side(name, slots.get(name))
+        if side == "a":
+            value = value.clone()
+            value[rank:] = 0
+        elif side == "b":
+            value = value.clone()
+            value[:, rank:] = 0
+        out[name] = value
+    return out

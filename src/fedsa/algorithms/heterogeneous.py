@@ -16,7 +16,8 @@ client k's effective update ``s_k B A`` is after each rule:
   norm weighting; example counts do not enter); client k receives the first ``r_k``
   components, ``A_g[:r_k]`` and ``B~_g[:, :r_k] / s_k``, so its update is ``B~_g[:, :r_k]
   A_g[:r_k]``, the global effective factors truncated to its rank. The head is averaged with
-  the usual weights when shared.
+  the usual weights when shared. Optional rank self-pruning (``hetlora.prune_gamma``,
+  :func:`self_prune`) lets a client drop trailing components its update hardly uses.
 * ``florist`` (:func:`florist_rule`, arXiv 2506.09199): FLoRA's stack with blocks ``s_k B_k``
   gives ``sum_k p_k s_k B_k A_k`` in factored form; its exact thin SVD (QR of both stacks and an
   SVD of the small core, :func:`~fedsa.algorithms.lowrank.thin_svd`) is cut at the smallest
@@ -28,7 +29,8 @@ client k's effective update ``s_k B A`` is after each rule:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -38,8 +40,9 @@ from fedsa.algorithms.hooks import ServerContext, ServerOutput, Upload
 from fedsa.algorithms.lowrank import compact, lora_layers, normalised, stacked, svd_of
 from fedsa.algorithms.merging import INIT, LORA_ONLY, PRODUCT_NOTE, initial_factors
 from fedsa.algorithms.spec import Algorithm
+from fedsa.config.schema import RunConfig
 from fedsa.core.params import Tensors
-from fedsa.core.slots import HEAD, A, B
+from fedsa.core.slots import HEAD, A, B, Slot
 
 
 def _scale(ctx: ServerContext, client: str) -> float:
@@ -83,6 +86,30 @@ def hetlora_rule(uploads: Sequence[Upload], ctx: ServerContext) -> ServerOutput:
             per_client[c] = {layer.b: (eff[layer.b] / s_c).to(ctx.shared[layer.b].dtype)
                              for layer in lora_layers(slots)}  # fmt: skip
     return ServerOutput(shared=shared, per_client=per_client, state=dict(ctx.state))
+
+
+def self_prune(upload: Tensors, slots: Mapping[str, Slot], scale: float, cfg: RunConfig) -> int:
+    """HetLoRA's rank self-pruning, with a criterion that needs no memory across rounds.
+
+    With ``gamma = hetlora.prune_gamma`` and the client's current rank r, the tail is every
+    component past ``k = ceil(gamma r)``; the client keeps k if the tail's share of its update,
+    ``||s_k B_tail A_tail||_F / ||s_k B A||_F`` over all adapted layers, is below
+    ``hetlora.prune_threshold``, else r. (The paper compares the tail's norm with the previous
+    round's and adds a penalty on it to the local loss; neither is done here: the decision is a
+    function of this round's upload alone, so it is reproduced exactly on resume.)
+    """
+    gamma, threshold = cfg.hetlora.prune_gamma, cfg.hetlora.prune_threshold
+    layers = [layer for layer in lora_layers(slots) if layer.a in upload and layer.b in upload]
+    rank = int(upload[layers[0].a].shape[0]) if layers else 0
+    keep = max(1, math.ceil(gamma * rank))
+    if not gamma or keep >= rank:
+        return rank
+    total = tail = 0.0
+    for layer in layers:
+        a, b = upload[layer.a].double(), scale * upload[layer.b].double()
+        total += float((b @ a).pow(2).sum())
+        tail += float((b[:, keep:] @ a[keep:]).pow(2).sum())
+    return keep if total > 0 and math.sqrt(tail / total) < threshold else rank
 
 
 def kept_rank(s: torch.Tensor, tau: float) -> int:
@@ -132,6 +159,7 @@ HETLORA = Algorithm(
     variant_note=PRODUCT_NOTE,
     heterogeneous_ranks=True,
     server_rule=hetlora_rule,
+    prune=self_prune,
     individual_uploads="weights each client by the norm of its own product B_k A_k",
 )
 

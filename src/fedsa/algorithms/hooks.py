@@ -137,6 +137,11 @@ class ClientStart:
 InstallStep = Callable[[torch.nn.Module, ClientStart], None]
 """Write a client's complete starting state into the one model."""
 
+PruneStep = Callable[[Tensors, Mapping[str, Slot], float, RunConfig], int]
+"""``(upload at the client's current rank, slots, its scale s_k, config) -> the rank it keeps``:
+the components past it are zeroed in the upload, and the server sends that rank from then on
+(HetLoRA's self-pruning)."""
+
 
 # --------------------------------------------------------------------------- model and evaluation
 

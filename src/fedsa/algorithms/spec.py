@@ -35,6 +35,7 @@ from fedsa.algorithms.hooks import (
     ClientEvaluator,
     InstallStep,
     ModelHook,
+    PruneStep,
     RoundSchedule,
     ServerRule,
     same_every_round,
@@ -88,6 +89,8 @@ class Algorithm:
     """From the round's accepted uploads to what clients receive next (and the server state)."""
     install: InstallStep = write_all
     """How a client writes what it received and its own state into the model."""
+    prune: PruneStep | None = None
+    """Rank self-pruning after local training (None: ranks stay as configured)."""
     extend_model: ModelHook | None = None
     """Extra adapters on the freshly built PEFT model (None: none)."""
     evaluate: ClientEvaluator = task_evaluation

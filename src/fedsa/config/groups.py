@@ -91,3 +91,15 @@ class FloristConfig:
     tau: float = 0.9
     """Energy threshold in (0, 1]: keep the fewest singular components of the stacked
     aggregate whose squared singular values reach ``tau`` of the total (1: exact, FLoRA)."""
+
+
+@dataclass(frozen=True)
+class HetLoRAConfig:
+    """HetLoRA's rank self-pruning (arXiv 2401.06432); off by default."""
+
+    prune_gamma: float = 0.0
+    """0: no pruning. Else, in [0.5, 1): after local training a client whose trailing
+    components (those past ``ceil(prune_gamma * r)`` of its current rank r) carry less than
+    ``prune_threshold`` of its update's norm drops them, for this round and every later one."""
+    prune_threshold: float = 0.05
+    """Share of ``||s B A||_F`` (over all adapted layers) below which the tail is pruned."""

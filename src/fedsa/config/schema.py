@@ -1,11 +1,10 @@
 """Run configuration schema: grouped frozen dataclasses, one docstring per field.
 
 One source of truth: each field's docstring is its documentation, the TOML key is the field name,
-and ``key=value`` overrides on the command line address the same fields with dotted paths
-(``adapter.variant=vera``). This module holds only the types, so that every registry (adapters,
-algorithms, tasks) can name its settings without importing the loader; values are checked when a
-config is loaded (:mod:`fedsa.config.load`, :mod:`fedsa.config.validation`), before any model is
-loaded, with a one-line :class:`~fedsa.core.errors.ConfigError` naming key, value and fix.
+and ``key=value`` overrides address the same fields with dotted paths (``adapter.variant=vera``).
+Only types live here, so that every registry can name its settings without importing the loader;
+values are checked on load (:mod:`fedsa.config.validation`), before any model is loaded, with a
+one-line :class:`~fedsa.core.errors.ConfigError` naming key, value and fix.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from fedsa.config.groups import (
     TRACKERS,
     FedSVDConfig,
     FloristConfig,
+    HetLoRAConfig,
     PrivacyConfig,
     TrackingConfig,
 )
@@ -229,7 +229,7 @@ class FaultConfig:
 
 NOT_COMPUTED = ("tracking",)
 """Config groups that change nothing a run computes: outside its digest and resume check."""
-LATER = {"privacy": PrivacyConfig, "florist": FloristConfig}
+LATER = {"privacy": PrivacyConfig, "florist": FloristConfig, "hetlora": HetLoRAConfig}
 """Groups (and, below, fields: default as JSON) added after digests were first recorded: left
 out of the digest and the Flower experiment key at their defaults, so earlier digests hold."""
 LATER_FIELDS: dict[tuple[str, str], Any] = {("adapter", "client_ranks"): []}
@@ -258,6 +258,7 @@ class RunConfig:
     feddpa: FedDPAConfig = field(default_factory=FedDPAConfig)
     fedsvd: FedSVDConfig = field(default_factory=FedSVDConfig)
     florist: FloristConfig = field(default_factory=FloristConfig)
+    hetlora: HetLoRAConfig = field(default_factory=HetLoRAConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)

@@ -93,6 +93,13 @@ def validate(cfg: RunConfig) -> None:
     _positive("fedsvd.svd_period", cfg.fedsvd.svd_period)
     if not 0.0 < cfg.florist.tau <= 1.0:
         raise ConfigError(f"florist.tau = {cfg.florist.tau!r} must be in (0, 1]")
+    gamma = cfg.hetlora.prune_gamma
+    if gamma != 0.0 and not 0.5 <= gamma < 1.0:
+        raise ConfigError(f"hetlora.prune_gamma = {gamma!r} must be 0 (off) or in [0.5, 1)")
+    if not 0.0 < cfg.hetlora.prune_threshold < 1.0:
+        raise ConfigError(
+            f"hetlora.prune_threshold = {cfg.hetlora.prune_threshold!r} must be in (0, 1)"
+        )
     _choice("feddpa.combination", cfg.feddpa.combination, ("instance", "sum"))
     _positive("feddpa.num_references", cfg.feddpa.num_references)
     for key, value in (

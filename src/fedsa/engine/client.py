@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from fedsa.adapters.layout import Layout, apply_trainable
-from fedsa.adapters.ranks import at_rank, max_rank, padded, set_rank_scale
+from fedsa.adapters.ranks import (
+    at_rank,
+    max_rank,
+    padded,
+    rank_of,
+    scale_for,
+    set_rank_scale,
+    zero_past,
+)
 from fedsa.algorithms.align import rotate_to_received
 from fedsa.algorithms.hooks import ClientStart
 from fedsa.algorithms.spec import Algorithm
@@ -127,8 +135,14 @@ def client_round(
         rotate_to_received(model, layout, start.shared, cfg.federation.align_lambda)
     sent = layout.shared if plan.sends is None else layout.names(plan.sends, layout.shared)
     upload = read_from(model, sent)
+    if start.rank:  # the rank it was sent (its own, or what it pruned to), then maybe pruned
+        upload = at_rank(upload, layout.slots, rank_of(start.shared, layout.slots) or start.rank)
+        if algorithm.prune is not None:
+            scale = scale_for(cfg, start.rank)
+            keep = algorithm.prune(upload, layout.slots, scale, cfg)
+            upload = zero_past(upload, layout.slots, keep)
     return ClientResult(
-        upload=at_rank(upload, layout.slots, start.rank) if start.rank else upload,
+        upload=upload,
         private=read_from(model, layout.private),
         train_loss=sum(losses) / total,
         num_examples=len(indices),

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 import torch
 
 from fedsa.adapters.layout import Layout
-from fedsa.adapters.ranks import at_rank, client_rank, client_scale, heterogeneous, max_rank
+from fedsa.adapters.ranks import (
+    at_rank,
+    client_rank,
+    client_scale,
+    held_rank,
+    heterogeneous,
+    max_rank,
+)
 from fedsa.algorithms.aggregate import screen_updates
 from fedsa.algorithms.hooks import ServerContext, Upload
 from fedsa.algorithms.lowrank import expand, on_the_wire, wire_targets
@@ -30,6 +37,7 @@ BaseReader = Callable[[Iterable[str]], Tensors]
 
 _PER_CLIENT, _BASE, _RULE = "per_client/", "base/", "rule/"
 _SENT, _SYNCED, _ROUNDS = "base_sent/", "base_synced/", "base_rounds"
+_RANKS = "rank/"
 
 
 @dataclass
@@ -53,6 +61,8 @@ class ServerState:
     ``base_sent``; one further behind gets the changed weights dense."""
     synced: dict[str, int] = field(default_factory=dict)
     """Per client, the ``base_round`` of the base it holds (absent: the initial base)."""
+    ranks: dict[str, int] = field(default_factory=dict)
+    """Per client that pruned its rank (HetLoRA's self-pruning), the rank it keeps."""
 
     def sent_to(self, client: str) -> Tensors:
         """The shared tensors client ``client`` receives."""
@@ -88,6 +98,7 @@ class ServerState:
             out[_ROUNDS] = torch.tensor([self.base_round, self.base_prev])
         for client, tensors in self.per_client.items():
             out.update({f"{_PER_CLIENT}{client}/{k}": v for k, v in tensors.items()})
+        out.update({f"{_RANKS}{c}": torch.tensor(r) for c, r in self.ranks.items()})
         return out
 
     @classmethod
@@ -103,6 +114,8 @@ class ServerState:
                 state.base_sent[key[len(_SENT) :]] = value
             elif key.startswith(_SYNCED):
                 state.synced[key[len(_SYNCED) :]] = int(value)
+            elif key.startswith(_RANKS):
+                state.ranks[key[len(_RANKS) :]] = int(value)
             elif key == _ROUNDS:
                 state.base_round, state.base_prev = (int(x) for x in value.tolist())
             elif key.startswith(_PER_CLIENT):
@@ -116,7 +129,9 @@ class ServerState:
 def sent_view(state: ServerState, client: str, cfg: RunConfig, layout: Layout) -> Tensors:
     """What ``client`` is sent: :meth:`ServerState.sent_to`, cut to its rank when ranks differ."""
     sent = state.sent_to(client)
-    return at_rank(sent, layout.slots, client_rank(cfg, client)) if heterogeneous(cfg) else sent
+    if not heterogeneous(cfg):
+        return sent
+    return at_rank(sent, layout.slots, state.ranks.get(client, client_rank(cfg, client)))
 
 
 def start_rank(cfg: RunConfig, client: str) -> int:
@@ -193,7 +208,7 @@ def server_update(
         slots=layout.slots,
         scale=adapter_scale(cfg),
         client_ids=client_ids,
-        ranks={c: client_rank(cfg, c) for c in client_ids},
+        ranks={c: state.ranks.get(c, client_rank(cfg, c)) for c in client_ids},
         scales={c: client_scale(cfg, c) for c in client_ids},
         max_rank=max_rank(cfg),
     )
@@ -213,6 +228,9 @@ def server_update(
     # copies: a rule may return the same tensor objects in several places (its state and what
     # it sends), and stored state must never alias what is sent or installed
     per_client = {**state.per_client, **{c: clone(t) for c, t in out.per_client.items()}}
+    ranks = dict(state.ranks)
+    if algorithm.prune is not None:  # a pruned client uploads zeros past the rank it keeps
+        ranks.update({u.client: held_rank(u.tensors, layout.slots) for u in uploads})
     return ServerState(
         shared=dict(out.shared),
         per_client=per_client,
@@ -222,4 +240,5 @@ def server_update(
         base_round=sync[1],
         base_prev=sync[2],
         synced=dict(state.synced),
+        ranks=ranks,
     )
