@@ -21,9 +21,10 @@ from fedsa.algorithms.registry import ALGORITHMS
 from fedsa.config.load import load_config
 from fedsa.core.params import Tensors, equal, nbytes, numel, read_from, write_into
 from fedsa.core.slots import A_LOCAL, B_LOCAL, HEAD, A, B
+from fedsa.engine.evaluation import evaluate_client
 from fedsa.engine.prepare import Federation, prepare
 from fedsa.engine.server_step import sent_view
-from fedsa.engine.simulation import ClientEvent, evaluate_client, run_rounds
+from fedsa.engine.simulation import ClientEvent, run_rounds
 from fedsa.engine.store import ClientStore
 
 EXPECTED_SLOTS = {

@@ -207,7 +207,7 @@ def test_flora_base_and_feddpa_adapters_load_in_peft(exported: dict[Any, Any], n
 
 
 def test_client_model_scores_what_the_evaluation_scored(exported: dict[Any, Any]) -> None:
-    from fedsa.engine.simulation import evaluate_client
+    from fedsa.engine.evaluation import evaluate_client
 
     for combo in [("cls", "fedsa-lora", "rslora"), ("lm", "fedit", "lora")]:
         run: SavedRun = exported[combo]["run"]

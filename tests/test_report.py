@@ -15,7 +15,12 @@ from fedsa.reports.report import aggregate_rows
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 FAST = ["federation.rounds=2"]
-PNGS = ("accuracy_vs_round.png", "accuracy_vs_mb.png", "client_accuracy.png")
+PNGS = (
+    "accuracy_vs_round.png",
+    "accuracy_vs_mb.png",
+    "client_accuracy.png",
+    "balanced_vs_round.png",
+)
 
 
 def _summary(seed: int, acc: float, weighted: float, worst: float, mb: float) -> dict[str, Any]:

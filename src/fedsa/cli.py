@@ -106,9 +106,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     from fedsa.reports.report import format_cell
 
     keys = ["algorithm", "variant", "seeds", "acc_mean", "acc_weighted", "acc_min", "majority"]
-    keys += ["mb_up", "mb_down", "trainable", "shared", "wall_s"]
+    keys += ["gain", "bal_acc", "mb_up", "mb_down", "trainable", "shared", "wall_s"]
     head = ["algorithm", "variant", "seeds", "mean acc ± std", "weighted", "worst", "majority"]
-    head += ["MB up", "MB down", "trainable", "shared", "time s"]
+    head += ["gain", "bal. acc", "MB up", "MB down", "trainable", "shared", "time s"]
     body = [[format_cell(r, k) if k != "wall_s" else f"{r[k]:.0f}" for k in keys] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
@@ -170,7 +170,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = format_table(rows) + (
         "\nmean acc: unweighted mean over clients of final-round accuracy on each client's own "
         "shard (± std over seeds);\nmajority: the same for always predicting the client's "
-        "majority training label."
+        "majority training label; gain: accuracy minus that prior;\nbal. acc: balanced "
+        "accuracy (mean recall over the labels present), a majority predictor's is chance."
     )
     (out / "table.txt").write_text(table + "\n", encoding="utf-8")
     print(table)

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fedsa.algorithms.hooks import ClientEval, ClientStart, Upload
-from fedsa.core.device import autocast, autocast_dtype
+from fedsa.algorithms.hooks import ClientStart, Upload
 from fedsa.core.params import Tensors, nbytes, read_from
 from fedsa.engine.checkpoint import Checkpoint, Checkpointer
 from fedsa.engine.client import ClientResult, client_round, client_seed, install_start
+from fedsa.engine.evaluation import evaluate_client
 from fedsa.engine.faults import (
     BAD_UPDATE,
     LOST_REPLY,
@@ -104,22 +104,6 @@ def evaluate_clients(
         if records and transcripts is not None:
             transcripts[cid] = records
     return {"clients": per_client, **summarize(per_client)}
-
-
-def evaluate_client(
-    fed: Federation, k: int, records: list[dict[str, Any]] | None = None
-) -> dict[str, float]:
-    """Client ``k``'s metrics with whatever adapter state the model holds now.
-
-    The algorithm's evaluator decides how (FedDPA mixes its adapters per input); by default it is
-    the task's own scorer, which appends what each prompt got to ``records`` where it keeps any.
-    """
-    cfg = fed.cfg
-    request = ClientEval(
-        fed.model, fed.scorer, k, fed.client_train[k], fed.client_eval[k], cfg, records
-    )
-    with autocast(fed.device, autocast_dtype(cfg.precision, fed.device)):
-        return fed.algorithm.evaluate(request)
 
 
 def finish_round(

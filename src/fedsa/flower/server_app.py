@@ -126,7 +126,7 @@ def collect_eval(results: dict[str, dict[str, float] | str]) -> dict[str, Any]:
     failed = {c: r for c, r in results.items() if isinstance(r, str)}
     if not ok:
         raise UpdateError(f"no client returned evaluation metrics: {failed}")
-    per_client = {c: {k: r[k] for k in ("accuracy", "loss", "n")} for c, r in ok.items()}
+    per_client = {c: dict(r) for c, r in ok.items()}  # every metric, as in-process
     out: dict[str, Any] = {"clients": per_client, **summarize(per_client)}
     out["majority_per_client"] = {c: r["majority"] for c, r in ok.items() if "majority" in r}
     if failed:

@@ -28,9 +28,9 @@ from fedsa.core.errors import ConfigError
 from fedsa.core.io import atomic_write_bytes
 from fedsa.core.params import Tensors
 from fedsa.engine.client import client_round, client_seed, install_start
+from fedsa.engine.evaluation import evaluate_client
 from fedsa.engine.prepare import Federation, prepare
 from fedsa.engine.server_step import start_rank, upload_weight
-from fedsa.engine.simulation import evaluate_client
 from fedsa.flower.basesync import BaseCopies
 from fedsa.flower.channel import Arrays, Packet
 from fedsa.flower.codec import config_from_record, experiment_key
@@ -205,7 +205,4 @@ class SiteRunner:
         if texts and keep is not None:
             lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in texts)
             atomic_write_bytes(keep, lines.encode())
-        prior = fed.scorer.prior(fed.client_train[k], fed.client_eval[k])
-        if prior is not None:
-            metrics["majority"] = prior
-        return metrics
+        return metrics  # with the majority prior and the gain over it (evaluate_client)

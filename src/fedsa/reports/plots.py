@@ -18,14 +18,14 @@ from fedsa.reports.runs import Run, mean_or_nan
 
 
 def _curves(
-    runs: list[Run], x_key: str
+    runs: list[Run], x_key: str, metric: str = "accuracy_mean"
 ) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Seed mean, min and max of mean client accuracy at rounds evaluated in every seed."""
-    per_seed = [{m["round"]: m for m in r.metrics if "eval" in m} for r in runs]
+    """Seed mean, min and max of ``metric`` at rounds evaluated (with it) in every seed."""
+    per_seed = [{m["round"]: m for m in r.metrics if metric in m.get("eval", {})} for r in runs]
     rounds = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
     xs, mean, lo, hi = [], [], [], []
     for rnd in rounds:
-        accs = [float(d[rnd]["eval"]["accuracy_mean"]) for d in per_seed]
+        accs = [float(d[rnd]["eval"][metric]) for d in per_seed]
         xs.append(
             mean_or_nan([float(rnd if x_key == "round" else d[rnd][x_key] / 1e6) for d in per_seed])
         )
@@ -46,18 +46,21 @@ def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     return fig, ax
 
 
-def _plot_curves(runs: dict[str, list[Run]], path: Path, x_key: str, xlabel: str) -> Path:
+def _plot_curves(
+    runs: dict[str, list[Run]], path: Path, x_key: str, xlabel: str, metric: str = "accuracy_mean"
+) -> Path:
     n_seeds = max((len(rs) for rs in runs.values()), default=1)
     what = f"mean over {n_seeds} seeds, band: min-max" if n_seeds > 1 else "one seed"
-    title = f"Mean client accuracy vs {'round' if x_key == 'round' else 'MB uploaded'} ({what})"
-    fig, ax = _new_axes(title, xlabel, "mean client accuracy (fraction)")
+    name = "accuracy" if metric == "accuracy_mean" else "balanced accuracy"
+    title = f"Mean client {name} vs {'round' if x_key == 'round' else 'MB uploaded'} ({what})"
+    fig, ax = _new_axes(title, xlabel, f"mean client {name} (fraction)")
     for algo, rs in runs.items():
-        xs, mean, lo, hi = _curves(rs, x_key)
+        xs, mean, lo, hi = _curves(rs, x_key, metric)
         (line,) = ax.plot(xs, mean, marker="o", markersize=3, label=algo)
         if len(rs) > 1:
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     base = [float(r.summary.get("majority_baseline", math.nan)) for rs in runs.values() for r in rs]
-    if base := [b for b in base if not math.isnan(b)]:
+    if metric == "accuracy_mean" and (base := [b for b in base if not math.isnan(b)]):
         ax.axhline(mean_or_nan(base), color="grey", ls="--", lw=1, label="majority baseline")
     if x_key == "round":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -74,6 +77,11 @@ def plot_accuracy_vs_round(runs: dict[str, list[Run]], path: Path) -> Path:
 def plot_accuracy_vs_mb(runs: dict[str, list[Run]], path: Path) -> Path:
     """Accuracy per communication cost: the trade-off FedSA-LoRA is designed to improve."""
     return _plot_curves(runs, path, "cum_bytes_up", "cumulative upload, all clients (MB)")
+
+
+def plot_balanced_vs_round(runs: dict[str, list[Run]], path: Path) -> Path:
+    """Balanced accuracy curves: a head that learned only a skewed shard's prior stays at chance."""
+    return _plot_curves(runs, path, "round", "communication round", "balanced_accuracy_mean")
 
 
 def _client_key(cid: str) -> tuple[int, str]:

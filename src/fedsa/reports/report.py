@@ -24,7 +24,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fedsa.reports.plots import plot_accuracy_vs_mb, plot_accuracy_vs_round, plot_client_accuracy
+from fedsa.reports.plots import (
+    plot_accuracy_vs_mb,
+    plot_accuracy_vs_round,
+    plot_balanced_vs_round,
+    plot_client_accuracy,
+)
 from fedsa.reports.runs import Run, mean_or_nan
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("acc_weighted", "weighted acc"),
     ("acc_min", "worst client"),
     ("majority", "majority baseline"),
+    ("gain", "gain over prior"),
+    ("bal_acc", "balanced acc"),
+    ("macro_f1", "macro-F1"),
     ("mb_up", "MB up"),
     ("mb_down", "MB down"),
     ("epsilon", "epsilon (DP)"),
@@ -45,13 +53,19 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("shared", "shared params"),
 )
 
+SKEW_COLUMNS = {"gain": "prior_gain", "bal_acc": "balanced_accuracy", "macro_f1": "macro_f1"}
+"""Row keys of the label-skew-robust client means, and their ``summary.json`` names."""
+
 NOTES = (
     "Accuracies are final-round (never best-round) values on each client's own evaluation "
     "shard, averaged over seeds. *mean acc* is the unweighted mean over clients (as in the "
     "paper), ± the sample standard deviation over seeds (0 for one seed); *weighted acc* weights "
     "clients by their number of evaluation examples; *worst client* is the lowest client "
     "accuracy; *majority baseline* is the mean client accuracy of always predicting the "
-    "client's majority training label. MB are totals over all rounds and clients (10^6 bytes). "
+    "client's majority training label, and *gain over prior* the mean over clients of a "
+    "client's accuracy minus its own majority prior; *balanced acc* (mean recall over the labels "
+    "present) and *macro-F1* are client means too, and score a majority predictor at chance. "
+    "MB are totals over all rounds and clients (10^6 bytes). "
     "*shared params* are the trainable parameters sent to the server; the rest stay private. "
     "*epsilon (DP)* is the client-level (epsilon, delta) spent by runs with privacy.mode = "
     "'client' (- without DP, ∞ with DP but no noise)."
@@ -71,9 +85,9 @@ def aggregate_rows(summaries_by_algo: dict[str, list[dict[str, Any]]]) -> list[d
 
     Returns:
         Rows with ``algorithm``, ``variant``, ``seeds`` (list), ``acc_mean``, ``acc_std``,
-        ``acc_weighted``, ``acc_min``, ``majority``, ``mb_up``, ``mb_down``, ``epsilon`` and
-        ``wall_s``
-        (seed means), plus ``trainable`` and ``shared`` (from the first seed: the parameter
+        ``acc_weighted``, ``acc_min``, ``majority``, ``gain``, ``bal_acc``, ``macro_f1`` (nan
+        where the runs lack them), ``mb_up``, ``mb_down``, ``epsilon`` and ``wall_s`` (seed
+        means), plus ``trainable`` and ``shared`` (from the first seed: the parameter
         counts do not depend on the seed).
     """
     rows = []
@@ -93,6 +107,12 @@ def aggregate_rows(summaries_by_algo: dict[str, list[dict[str, Any]]]) -> list[d
                 "majority": mean_or_nan(
                     [float(s.get("majority_baseline", math.nan)) for s in sums]
                 ),
+                **{
+                    key: mean_or_nan(
+                        [float(s["final"].get(f"{name}_mean", math.nan)) for s in sums]
+                    )
+                    for key, name in SKEW_COLUMNS.items()
+                },
                 "mb_up": mean_or_nan([float(s["mb_up"]) for s in sums]),
                 "mb_down": mean_or_nan([float(s["mb_down"]) for s in sums]),
                 "epsilon": mean_or_nan([_epsilon(s) for s in sums]),
@@ -234,7 +254,7 @@ def write_report(
 
     Returns:
         Paths by name: ``accuracy_vs_round``, ``accuracy_vs_mb``, ``client_accuracy``,
-        ``markdown`` and ``html``.
+        ``balanced_vs_round`` (classification runs), ``markdown`` and ``html``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,6 +263,11 @@ def write_report(
         "accuracy_vs_mb": plot_accuracy_vs_mb(runs, out_dir / "accuracy_vs_mb.png"),
         "client_accuracy": plot_client_accuracy(runs, out_dir / "client_accuracy.png"),
     }
+    balanced = [
+        r for rs in runs.values() for r in rs if "balanced_accuracy_mean" in r.summary["final"]
+    ]
+    if balanced and len(balanced) == sum(len(rs) for rs in runs.values()):  # classification runs
+        pngs["balanced_vs_round"] = plot_balanced_vs_round(runs, out_dir / "balanced_vs_round.png")
     analysis = analysis_lines(runs)
     md = out_dir / "report.md"
     md.write_text(_markdown(rows, command, config, pngs, analysis), encoding="utf-8")

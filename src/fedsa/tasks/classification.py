@@ -23,6 +23,7 @@ from fedsa.tasks.batching import Encoded, collate, length_sorted_chunks
 from fedsa.tasks.cache import encode_split
 from fedsa.tasks.examples import TaskData
 from fedsa.tasks.glue import load_task
+from fedsa.tasks.scores import skew_scores
 
 
 def evaluate(
@@ -32,10 +33,13 @@ def evaluate(
     batch_size: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Accuracy and mean loss of ``model`` on ``data[indices]``."""
+    """Accuracy, mean loss, balanced accuracy and macro-F1 of ``model`` on ``data[indices]``."""
     model.eval()
     correct = 0
     loss_sum = 0.0
+    preds: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    classes = 2
     with torch.inference_mode():
         for chunk in length_sorted_chunks(data, indices, batch_size):
             batch = {k: v.to(device) for k, v in collate(data, chunk).items()}
@@ -43,8 +47,12 @@ def evaluate(
             pred = out.logits.argmax(dim=-1)  # (B,)
             correct += int((pred == batch["labels"]).sum())
             loss_sum += float(out.loss) * len(chunk)
+            classes = int(out.logits.shape[-1])
+            preds.append(pred.cpu().numpy())
+            labels.append(batch["labels"].cpu().numpy())
     n = len(indices)
-    return {"accuracy": correct / n, "loss": loss_sum / n, "n": float(n)}
+    skew = skew_scores(np.concatenate(labels), np.concatenate(preds), classes)
+    return {"accuracy": correct / n, "loss": loss_sum / n, "n": float(n), **skew}
 
 
 @dataclass(frozen=True)
