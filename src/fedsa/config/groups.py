@@ -1,4 +1,4 @@
-"""Config groups kept apart from the schema: tracking, privacy and two methods' settings.
+"""Config groups kept apart from the schema: evaluation, analysis, tracking, privacy, methods'.
 
 Kept apart only so that :mod:`fedsa.config.schema` stays one screenful per group; every field is
 addressed as usual (``tracking.report_to``, ``privacy.clip_norm``).
@@ -103,3 +103,28 @@ class HetLoRAConfig:
     ``prune_threshold`` of its update's norm drops them, for this round and every later one."""
     prune_threshold: float = 0.05
     """Share of ``||s B A||_F`` (over all adapted layers) below which the tail is pruned."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Per-client personalised evaluation."""
+
+    every: int = 1
+    """Evaluate every N rounds; the final round is always evaluated."""
+    batch_size: int = 64
+    """Evaluation batch size (batches are length-sorted, so large sizes waste little padding)."""
+    clients: str = "all"
+    """Whom to evaluate: ``all`` clients, or only the round's ``participants`` (for thousands of
+    clients, where evaluating everyone would cost more than the round's training; the summary
+    then describes the final round's participants)."""
+    initial: bool = False
+    """Evaluate every client before any training, recorded as round 0 (in-process engine)."""
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What the engine keeps for later analysis (``fedsa analyze``)."""
+
+    snapshot_rounds: tuple[int, ...] = ()
+    """Rounds after whose local training each client's adapter tensors (before and after) are
+    saved under ``RUN_DIR/snapshots/round_<t>/<client>.safetensors``."""

@@ -17,6 +17,8 @@ from typing import Any
 
 from fedsa.config.groups import (
     TRACKERS,
+    AnalysisConfig,
+    EvalConfig,
     FedSVDConfig,
     FloristConfig,
     HetLoRAConfig,
@@ -24,7 +26,13 @@ from fedsa.config.groups import (
     TrackingConfig,
 )
 
-__all__ = ["TRACKERS", "PrivacyConfig", "TrackingConfig"]  # re-exported: every group is here
+__all__ = [
+    "TRACKERS",
+    "AnalysisConfig",
+    "EvalConfig",
+    "PrivacyConfig",
+    "TrackingConfig",
+]  # re-exported: every group is here
 
 
 @dataclass(frozen=True)
@@ -142,20 +150,6 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """Per-client personalised evaluation."""
-
-    every: int = 1
-    """Evaluate every N rounds; the final round is always evaluated."""
-    batch_size: int = 64
-    """Evaluation batch size (batches are length-sorted, so large sizes waste little padding)."""
-    clients: str = "all"
-    """Whom to evaluate: ``all`` clients, or only the round's ``participants`` (for thousands of
-    clients, where evaluating everyone would cost more than the round's training; the summary
-    then describes the final round's participants)."""
-
-
-@dataclass(frozen=True)
 class GenerateConfig:
     """Generation tasks: greedy decoding, exact match of the final answer (see generate.py)."""
 
@@ -182,15 +176,6 @@ class FedDPAConfig:
     """Local training examples whose representations each test input is compared with."""
     local_fraction: float = 0.5
     """Share of each round's local steps spent on the local adapter (the rest: global adapter)."""
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """What the engine keeps for later analysis (``fedsa analyze``)."""
-
-    snapshot_rounds: tuple[int, ...] = ()
-    """Rounds after whose local training each client's adapter tensors (before and after) are
-    saved under ``RUN_DIR/snapshots/round_<t>/<client>.safetensors``."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +217,10 @@ NOT_COMPUTED = ("tracking",)
 LATER = {"privacy": PrivacyConfig, "florist": FloristConfig, "hetlora": HetLoRAConfig}
 """Groups (and, below, fields: default as JSON) added after digests were first recorded: left
 out of the digest and the Flower experiment key at their defaults, so earlier digests hold."""
-LATER_FIELDS: dict[tuple[str, str], Any] = {("adapter", "client_ranks"): []}
+LATER_FIELDS: dict[tuple[str, str], Any] = {
+    ("adapter", "client_ranks"): [],
+    ("eval", "initial"): False,
+}
 
 
 @dataclass(frozen=True)

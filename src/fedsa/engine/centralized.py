@@ -15,10 +15,11 @@ from typing import Any
 from fedsa.algorithms.hooks import ClientStart
 from fedsa.engine.checkpoint import Checkpoint, Checkpointer
 from fedsa.engine.client import client_round, client_seed
+from fedsa.engine.evaluation import RoundCallback, finish_round, initial_round, next_round
 from fedsa.engine.prepare import Federation, sample_clients
 from fedsa.engine.results import RunDir
 from fedsa.engine.server_step import ServerState
-from fedsa.engine.simulation import ClientCallback, ClientEvent, RoundCallback, finish_round
+from fedsa.engine.simulation import ClientCallback, ClientEvent
 from fedsa.engine.store import ClientStore
 
 POOLED = "pooled"
@@ -42,7 +43,8 @@ def run_centralized(
     if resume is not None:
         state, history = dict(resume.shared), list(resume.history)
         resume.restore_rng()
-    for t in range(len(history) + 1, cfg.federation.rounds + 1):
+    initial_round(fed, ServerState(state), store, history, run_dir, on_round)
+    for t in range(next_round(history), cfg.federation.rounds + 1):
         start = time.perf_counter()
         budget = len(sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t))
         steps = cfg.federation.local_steps * budget

@@ -20,8 +20,14 @@ from typing import Any
 from fedsa.algorithms.hooks import ClientStart, Upload
 from fedsa.core.params import Tensors, nbytes, read_from
 from fedsa.engine.checkpoint import Checkpoint, Checkpointer
-from fedsa.engine.client import ClientResult, client_round, client_seed, install_start
-from fedsa.engine.evaluation import evaluate_client
+from fedsa.engine.client import ClientResult, client_round, client_seed
+from fedsa.engine.evaluation import RoundCallback as RoundCallback
+from fedsa.engine.evaluation import (
+    client_start,
+    finish_round,
+    initial_round,
+    next_round,
+)
 from fedsa.engine.faults import (
     BAD_UPDATE,
     LOST_REPLY,
@@ -30,7 +36,6 @@ from fedsa.engine.faults import (
     FaultPlan,
     corrupt,
 )
-from fedsa.engine.metrics import summarize
 from fedsa.engine.prepare import Federation, sample_clients
 from fedsa.engine.results import RunDir
 from fedsa.engine.server_step import (
@@ -39,15 +44,12 @@ from fedsa.engine.server_step import (
     screen_round,
     sent_view,
     server_update,
-    start_rank,
     upload_weight,
 )
 from fedsa.engine.store import ClientStore
 from fedsa.privacy.accounting import spent
 
 log = logging.getLogger(__name__)
-
-RoundCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -68,74 +70,6 @@ class ClientEvent:
 
 
 ClientCallback = Callable[[ClientEvent], None]
-
-
-def client_start(fed: Federation, state: ServerState, cid: str, private: Tensors) -> ClientStart:
-    """What client ``cid`` starts from: what the server sends it, plus its own private state."""
-    return ClientStart(
-        frozen=fed.frozen,
-        shared=sent_view(state, cid, fed.cfg, fed.layout),
-        private=private,
-        initial_private=fed.init_private,
-        base=state.base,
-        rank=start_rank(fed.cfg, cid),
-    )
-
-
-def evaluate_clients(
-    fed: Federation,
-    state: ServerState,
-    store: ClientStore,
-    clients: list[str] | None = None,
-    transcripts: dict[str, list[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """Each client's personalised model (what the server sends it + own private) on its shard.
-
-    ``clients`` names whom to evaluate (None: every client); see ``eval.clients``. Where the task
-    keeps records of what each prompt got (generation), they go to ``transcripts[client]``.
-    """
-    per_client: dict[str, dict[str, float]] = {}
-    position = {cid: k for k, cid in enumerate(fed.client_ids)}
-    for cid in fed.client_ids if clients is None else clients:
-        start = client_start(fed, state, cid, store.get(cid))
-        install_start(fed.model, fed.algorithm, start, fed.layout, fed.cfg)
-        records: list[dict[str, Any]] | None = [] if transcripts is not None else None
-        per_client[cid] = evaluate_client(fed, position[cid], records)
-        if records and transcripts is not None:
-            transcripts[cid] = records
-    return {"clients": per_client, **summarize(per_client)}
-
-
-def finish_round(
-    fed: Federation,
-    record: dict[str, Any],
-    state: ServerState,
-    store: ClientStore,
-    start: float,
-    history: list[dict[str, Any]],
-    run_dir: RunDir | None,
-    on_round: RoundCallback | None,
-) -> None:
-    """Evaluate when due, time the round, and hand its record to history, disk and observer.
-
-    ``eval_s`` (evaluation time) is recorded next to ``wall_s`` (whole round, evaluation included).
-    What a generation task's clients answered goes to ``generations/round_<t>/<client>.jsonl``.
-    """
-    t = record["round"]
-    if t % fed.cfg.eval.every == 0 or t == fed.cfg.federation.rounds:
-        who = record["participants"] if fed.cfg.eval.clients == "participants" else None
-        eval_start = time.perf_counter()
-        transcripts: dict[str, list[dict[str, Any]]] = {}
-        record["eval"] = evaluate_clients(fed, state, store, who, transcripts)
-        record["eval_s"] = time.perf_counter() - eval_start
-        if run_dir is not None and transcripts:
-            run_dir.write_generations(t, transcripts)
-    record["wall_s"] = time.perf_counter() - start
-    history.append(record)
-    if run_dir is not None:
-        run_dir.append_metrics(record)
-    if on_round is not None:
-        on_round(record)
 
 
 def client_turn(
@@ -210,9 +144,10 @@ def run_rounds(
         resume.restore_rng()
     plan = FaultPlan(cfg.faults, cfg.seed)
     sizes = {cid: len(part) for cid, part in zip(fed.client_ids, fed.client_train, strict=True)}
+    initial_round(fed, state, store, history, run_dir, on_round)
     cum_up = history[-1]["cum_bytes_up"] if history else 0
     cum_down = history[-1]["cum_bytes_down"] if history else 0
-    for t in range(len(history) + 1, cfg.federation.rounds + 1):
+    for t in range(next_round(history), cfg.federation.rounds + 1):
         start = time.perf_counter()
         participants = sample_clients(
             fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t, cfg.privacy.private

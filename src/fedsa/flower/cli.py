@@ -33,8 +33,12 @@ from fedsa.flower.procs import bin_path
 
 def _config(args: argparse.Namespace) -> Any:
     from fedsa.config.load import load_config
+    from fedsa.flower.records import flower_refusal
 
-    return load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
+    if (why := flower_refusal(cfg)) is not None:
+        raise ConfigError(why)
+    return cfg
 
 
 def _run_config(args: argparse.Namespace, cfg: Any, out: Path) -> dict[str, Any]:

@@ -40,6 +40,17 @@ SERVER_STATE = "server.safetensors"
 """The server state beyond the shared tensors, for algorithms that have any."""
 
 
+def flower_refusal(cfg: RunConfig) -> str | None:
+    """Why ``cfg`` cannot run over Flower (None: it can)."""
+    if ALGORITHMS[cfg.algorithm].pooled:
+        return f"algorithm {cfg.algorithm!r} pools all data in one place: run it with `fedsa run`"
+    if cfg.eval.initial:
+        return (
+            "eval.initial (the round-0 evaluation) runs in-process only: drop it or use `fedsa run`"
+        )
+    return None
+
+
 class RunRecorder:
     """One run's server state that outlives a round: RUN_DIR, history, byte totals."""
 
@@ -50,10 +61,8 @@ class RunRecorder:
         log what the in-process engine logs, as each round's record is finished.
         """
         check_trackers(cfg)
-        if ALGORITHMS[cfg.algorithm].pooled:
-            raise ConfigError(
-                f"algorithm {cfg.algorithm!r} pools all data in one place: run it with `fedsa run`"
-            )
+        if (why := flower_refusal(cfg)) is not None:
+            raise ConfigError(why)
         self.cfg = cfg
         self.out = Path(out)
         self.client_ids = [str(k) for k in range(cfg.data.num_clients)]
