@@ -31,6 +31,7 @@ from fedsa.reports.plots import (
     plot_client_accuracy,
 )
 from fedsa.reports.runs import Run, mean_or_nan
+from fedsa.reports.stats import add_intervals
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("variant", "variant"),
     ("seeds", "seeds"),
     ("acc_mean", "mean acc ± std"),
+    ("acc_ci", "95% CI"),
+    ("delta", "Δ vs fedsa-lora (paired 95% CI)"),
     ("acc_weighted", "weighted acc"),
     ("acc_min", "worst client"),
     ("majority", "majority baseline"),
@@ -61,10 +64,13 @@ NOTES = (
     "shard, averaged over seeds. *mean acc* is the unweighted mean over clients (as in the "
     "paper), ± the sample standard deviation over seeds (0 for one seed); *weighted acc* weights "
     "clients by their number of evaluation examples; *worst client* is the lowest client "
-    "accuracy; *majority baseline* is the mean client accuracy of always predicting the "
-    "client's majority training label, and *gain over prior* the mean over clients of a "
-    "client's accuracy minus its own majority prior; *balanced acc* (mean recall over the labels "
-    "present) and *macro-F1* are client means too, and score a majority predictor at chance. "
+    "accuracy; *95% CI* is the half-width of Student's t interval of *mean acc* over seeds, and "
+    "*Δ vs fedsa-lora* the mean over common seeds of this row's mean acc minus FedSA-LoRA's, "
+    "with its paired t interval; *majority baseline* is the mean client accuracy of always "
+    "predicting the client's majority training label, and *gain over prior* the mean over "
+    "clients of a client's accuracy minus its own majority prior; *balanced acc* (mean recall "
+    "over the labels present) and *macro-F1* are client means too, and score a majority "
+    "predictor at chance. "
     "MB are totals over all rounds and clients (10^6 bytes). "
     "*shared params* are the trainable parameters sent to the server; the rest stay private. "
     "*epsilon (DP)* is the client-level (epsilon, delta) spent by runs with privacy.mode = "
@@ -121,6 +127,7 @@ def aggregate_rows(summaries_by_algo: dict[str, list[dict[str, Any]]]) -> list[d
                 "wall_s": mean_or_nan([float(s.get("wall_s", math.nan)) for s in sums]),
             }
         )
+    add_intervals(rows, summaries_by_algo)
     return rows
 
 
@@ -139,6 +146,11 @@ def format_cell(row: dict[str, Any], key: str) -> str:
         return f"{value:.4f} ± {row['acc_std']:.4f}"
     if key == "seeds":
         return ",".join(str(s) for s in value)
+    if key == "delta" and not math.isnan(value):
+        ci = row.get("delta_ci", math.nan)
+        return f"{value:+.4f}" + ("" if math.isnan(ci) else f" ± {ci:.4f}")
+    if key == "acc_ci" and not math.isnan(value):
+        return f"± {value:.4f}"
     if key in ("trainable", "shared"):
         return f"{value:,}"
     if isinstance(value, float) and math.isnan(value):
