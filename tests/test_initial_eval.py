@@ -65,7 +65,7 @@ def test_flower_refuses_it_with_the_reason() -> None:
     from fedsa.flower.records import flower_refusal
 
     why = flower_refusal(load_config(TINY, ["eval.initial=true"]))
-    assert why is not None and "in-process only" in why
+    assert why is not None and "in-process only" in why and "eval.initial" in why
     assert flower_refusal(load_config(TINY, [])) is None
     with pytest.raises(ConfigError, match="eval.initial"):
         load_config(TINY, ["eval.initial=maybe"])

@@ -119,6 +119,12 @@ class EvalConfig:
     then describes the final round's participants)."""
     initial: bool = False
     """Evaluate every client before any training, recorded as round 0 (in-process engine)."""
+    holdout_clients: int = 0
+    """Unseen clients: the last N client ids never train or send anything; after the last round
+    each takes the shared tensors, trains its private part for ``adapt_steps`` steps from the
+    common initial state, and is scored on its own shard, reported apart (``eval_unseen``)."""
+    adapt_steps: int = 0
+    """Local steps of an unseen client's private part (0: the global model, untouched)."""
 
 
 @dataclass(frozen=True)

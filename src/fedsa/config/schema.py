@@ -220,6 +220,8 @@ out of the digest and the Flower experiment key at their defaults, so earlier di
 LATER_FIELDS: dict[tuple[str, str], Any] = {
     ("adapter", "client_ranks"): [],
     ("eval", "initial"): False,
+    ("eval", "holdout_clients"): 0,
+    ("eval", "adapt_steps"): 0,
 }
 
 

@@ -126,6 +126,7 @@ def validate(cfg: RunConfig) -> None:
             "clients sampled per round: every round would be skipped; lower it"
         )
     _positive("checkpoint.keep", cfg.checkpoint.keep)
+    _validate_holdout(cfg)
     _validate_faults(cfg.faults)
     _validate_tracking(cfg.tracking)
     validate_privacy(cfg)
@@ -150,6 +151,21 @@ def validate(cfg: RunConfig) -> None:
             f"federation.share_head = true is not allowed for {cfg.algorithm}: its head is "
             "always kept on the client; remove the key"
         )
+
+
+def _validate_holdout(cfg: RunConfig) -> None:
+    """``eval.holdout_clients`` leaves at least the round's sample of clients to train."""
+    held, ev = cfg.eval.holdout_clients, cfg.eval
+    _positive("eval.holdout_clients", held, allow_zero=True)
+    _positive("eval.adapt_steps", ev.adapt_steps, allow_zero=True)
+    seen = cfg.data.num_clients - held
+    if held and seen < max(1, cfg.federation.clients_per_round, cfg.federation.min_clients):
+        raise ConfigError(
+            f"eval.holdout_clients = {held} leaves {seen} of data.num_clients = "
+            f"{cfg.data.num_clients} to train, fewer than a round needs: lower it"
+        )
+    if ev.adapt_steps and not held:
+        raise ConfigError("eval.adapt_steps needs eval.holdout_clients > 0 (whom to adapt)")
 
 
 def _validate_ranks(cfg: RunConfig) -> None:

@@ -15,7 +15,14 @@ from typing import Any
 from fedsa.algorithms.hooks import ClientStart
 from fedsa.engine.checkpoint import Checkpoint, Checkpointer
 from fedsa.engine.client import client_round, client_seed
-from fedsa.engine.evaluation import RoundCallback, finish_round, initial_round, next_round
+from fedsa.engine.evaluation import (
+    RoundCallback,
+    finish_round,
+    initial_round,
+    next_round,
+    seen_clients,
+)
+from fedsa.engine.holdout import score_unseen
 from fedsa.engine.prepare import Federation, sample_clients
 from fedsa.engine.results import RunDir
 from fedsa.engine.server_step import ServerState
@@ -36,7 +43,9 @@ def run_centralized(
 ) -> tuple[ServerState, ClientStore, list[dict[str, Any]]]:
     """Same contract as :func:`fedsa.engine.simulation.run_rounds`, for the pooled reference."""
     cfg = fed.cfg
-    pooled = sorted(i for part in fed.client_train for i in part)
+    seen = seen_clients(fed)  # the unseen clients' data is never pooled
+    pooled = sorted(i for c, part in zip(fed.client_ids, fed.client_train, strict=True)
+                    if c in seen for i in part)  # fmt: skip
     store = ClientStore(fed.init_private, fed.client_ids)  # empty: nothing is private
     state = dict(fed.init_shared)
     history: list[dict[str, Any]] = []
@@ -46,7 +55,7 @@ def run_centralized(
     initial_round(fed, ServerState(state), store, history, run_dir, on_round)
     for t in range(next_round(history), cfg.federation.rounds + 1):
         start = time.perf_counter()
-        budget = len(sample_clients(fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t))
+        budget = len(sample_clients(seen, cfg.federation.clients_per_round, cfg.seed, t))
         steps = cfg.federation.local_steps * budget
         round_cfg = dataclasses.replace(
             cfg, federation=dataclasses.replace(cfg.federation, local_steps=steps)
@@ -79,6 +88,8 @@ def run_centralized(
             "cum_bytes_up": 0,
             "cum_bytes_down": 0,
         }
+        if t == cfg.federation.rounds and (unseen := score_unseen(fed, ServerState(state))):
+            record["eval_unseen"] = unseen
         finish_round(fed, record, ServerState(state), store, start, history, run_dir, on_round)
         if checkpointer is not None and checkpointer.due(t):
             checkpointer.save(Checkpoint(t, state, {}, history))

@@ -50,6 +50,11 @@ def evaluate_client(
 RoundCallback = Callable[[dict[str, Any]], None]
 
 
+def seen_clients(fed: Federation) -> list[str]:
+    """The clients that train: all but the last ``eval.holdout_clients`` (the unseen ones)."""
+    return fed.client_ids[: len(fed.client_ids) - fed.cfg.eval.holdout_clients]
+
+
 def client_start(fed: Federation, state: ServerState, cid: str, private: Tensors) -> ClientStart:
     """What client ``cid`` starts from: what the server sends it, plus its own private state."""
     return ClientStart(
@@ -105,7 +110,7 @@ def finish_round(
     if t % fed.cfg.eval.every == 0 or t == fed.cfg.federation.rounds:
         # round 0, and the pooled reference (no participants), evaluate everyone
         some = fed.cfg.eval.clients == "participants" and bool(record["participants"])
-        who = record["participants"] if some else None
+        who = record["participants"] if some else None if t == 0 else seen_clients(fed)
         eval_start = time.perf_counter()
         transcripts: dict[str, list[dict[str, Any]]] = {}
         record["eval"] = evaluate_clients(fed, state, store, who, transcripts)

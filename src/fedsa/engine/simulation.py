@@ -27,6 +27,7 @@ from fedsa.engine.evaluation import (
     finish_round,
     initial_round,
     next_round,
+    seen_clients,
 )
 from fedsa.engine.faults import (
     BAD_UPDATE,
@@ -36,6 +37,7 @@ from fedsa.engine.faults import (
     FaultPlan,
     corrupt,
 )
+from fedsa.engine.holdout import score_unseen
 from fedsa.engine.prepare import Federation, sample_clients
 from fedsa.engine.results import RunDir
 from fedsa.engine.server_step import (
@@ -149,8 +151,8 @@ def run_rounds(
     cum_down = history[-1]["cum_bytes_down"] if history else 0
     for t in range(next_round(history), cfg.federation.rounds + 1):
         start = time.perf_counter()
-        participants = sample_clients(
-            fed.client_ids, cfg.federation.clients_per_round, cfg.seed, t, cfg.privacy.private
+        participants = sample_clients(  # never an unseen client (eval.holdout_clients)
+            seen_clients(fed), cfg.federation.clients_per_round, cfg.seed, t, cfg.privacy.private
         )
         sent = {cid: sent_view(state, cid, cfg, fed.layout) for cid in participants}
         down = {cid: nbytes(sent[cid]) + nbytes(state.base_payload(cid)[1]) for cid in participants}
@@ -212,6 +214,8 @@ def run_rounds(
         cum_up += record["bytes_up"]
         cum_down += record["bytes_down"]
         record["cum_bytes_up"], record["cum_bytes_down"] = cum_up, cum_down
+        if t == cfg.federation.rounds and (unseen := score_unseen(fed, state)) is not None:
+            record["eval_unseen"] = unseen
         finish_round(fed, record, state, store, start, history, run_dir, on_round)
         if checkpointer is not None and checkpointer.due(t):
             ckpt = Checkpoint(t, state.shared, store.trained(), history, state.extra_tensors())

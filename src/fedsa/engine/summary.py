@@ -22,19 +22,34 @@ def param_counts(fed: Federation) -> dict[str, int]:
     }
 
 
-def majority_baseline(fed: Federation) -> float | None:
+def majority_baseline(fed: Federation, clients: list[str] | None = None) -> float | None:
     """Mean client accuracy of always predicting the client's majority training label.
 
     With label-skewed shards a personalised head can score high by learning the label prior
     alone; this reference shows how much of an accuracy is more than that. None for tasks
     without class labels (generation: the partition keys are length buckets).
     """
+    who = fed.client_ids if clients is None else clients
     accs = [
-        fed.scorer.prior(train_idx, eval_idx)
-        for train_idx, eval_idx in zip(fed.client_train, fed.client_eval, strict=True)
+        fed.scorer.prior(
+            fed.client_train[fed.client_ids.index(c)], fed.client_eval[fed.client_ids.index(c)]
+        )
+        for c in who
     ]
     known = [a for a in accs if a is not None]
     return sum(known) / len(known) if known and len(known) == len(accs) else None
+
+
+def unseen_summary(fed: Federation, unseen: dict[str, Any]) -> dict[str, Any]:
+    """The unseen clients' final numbers, apart from the seen ones (``eval.holdout_clients``)."""
+    out: dict[str, Any] = {
+        "final_unseen": {k: v for k, v in unseen.items() if k != "clients"},
+        "final_unseen_clients": unseen["clients"],
+    }
+    majority = majority_baseline(fed, list(unseen["clients"]))
+    if majority is not None:
+        out["majority_baseline_unseen"] = majority
+    return out
 
 
 def robustness_counts(history: list[dict[str, Any]]) -> dict[str, int]:
@@ -50,7 +65,8 @@ def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float)
     """Final-round numbers (never a best round), totals and parameter counts."""
     final = history[-1]
     ev = final["eval"]
-    majority = majority_baseline(fed)
+    majority = majority_baseline(fed, list(ev["clients"]))  # whom the final round scored
+    unseen = final.get("eval_unseen")
     return {
         "algorithm": fed.cfg.algorithm,
         "variant": fed.cfg.adapter.variant,
@@ -68,6 +84,7 @@ def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float)
         "final": {k: v for k, v in ev.items() if k != "clients"},
         "final_clients": ev["clients"],
         **({} if majority is None else {"majority_baseline": majority}),
+        **({} if unseen is None else unseen_summary(fed, unseen)),
         "total_bytes_up": final["cum_bytes_up"],
         "total_bytes_down": final["cum_bytes_down"],
         "mb_up": final["cum_bytes_up"] / 1e6,

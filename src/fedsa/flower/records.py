@@ -44,10 +44,9 @@ def flower_refusal(cfg: RunConfig) -> str | None:
     """Why ``cfg`` cannot run over Flower (None: it can)."""
     if ALGORITHMS[cfg.algorithm].pooled:
         return f"algorithm {cfg.algorithm!r} pools all data in one place: run it with `fedsa run`"
-    if cfg.eval.initial:
-        return (
-            "eval.initial (the round-0 evaluation) runs in-process only: drop it or use `fedsa run`"
-        )
+    if cfg.eval.initial or cfg.eval.holdout_clients:
+        key = "eval.initial" if cfg.eval.initial else "eval.holdout_clients"
+        return f"{key} runs in-process only for now: drop it or use `fedsa run`"
     return None
 
 

@@ -47,6 +47,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("acc_min", "worst client"),
     ("majority", "majority baseline"),
     ("gain", "gain over prior"),
+    ("acc_unseen", "unseen clients acc"),
     ("bal_acc", "balanced acc"),
     ("macro_f1", "macro-F1"),
     ("mb_up", "MB up"),
@@ -70,7 +71,8 @@ NOTES = (
     "predicting the client's majority training label, and *gain over prior* the mean over "
     "clients of a client's accuracy minus its own majority prior; *balanced acc* (mean recall "
     "over the labels present) and *macro-F1* are client means too, and score a majority "
-    "predictor at chance. "
+    "predictor at chance; *unseen clients acc* is the mean accuracy of the clients held out of "
+    "training (eval.holdout_clients) after eval.adapt_steps local steps of their private part. "
     "MB are totals over all rounds and clients (10^6 bytes). "
     "*shared params* are the trainable parameters sent to the server; the rest stay private. "
     "*epsilon (DP)* is the client-level (epsilon, delta) spent by runs with privacy.mode = "
@@ -119,6 +121,9 @@ def aggregate_rows(summaries_by_algo: dict[str, list[dict[str, Any]]]) -> list[d
                     )
                     for key, name in SKEW_COLUMNS.items()
                 },
+                "acc_unseen": mean_or_nan(
+                    [float(s.get("final_unseen", {}).get("accuracy_mean", math.nan)) for s in sums]
+                ),
                 "mb_up": mean_or_nan([float(s["mb_up"]) for s in sums]),
                 "mb_down": mean_or_nan([float(s["mb_down"]) for s in sums]),
                 "epsilon": mean_or_nan([_epsilon(s) for s in sums]),
