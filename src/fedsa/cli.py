@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     clients = summary["final_clients"].values()
     metric = "exact match" if all("exact_match" in c for c in clients) else "accuracy"
     print(
-        f"{cfg.algorithm} ({cfg.adapter.variant}) on {cfg.data.task}: mean client {metric} "
+        f"{cfg.algorithm} ({cfg.adapter.variant}) on {summary['task']}: mean client {metric} "
         f"{fin['accuracy_mean']:.4f} (weighted {fin['accuracy_weighted']:.4f}, "
         f"worst {fin['accuracy_min']:.4f}), {summary['mb_up']:.3f} MB up; results in {out}"
     )

@@ -132,6 +132,9 @@ class ClientStart:
     """The client's own rank under ``adapter.client_ranks`` (0: the model's rank). ``shared``
     then holds rank-``rank`` factors, padded and scaled on install
     (:func:`fedsa.engine.client.install_start`)."""
+    labels: int = 0
+    """The client's own label count under ``data.client_tasks`` (0: the whole head); the head's
+    outputs past it are masked on install (:mod:`fedsa.adapters.label_space`)."""
 
 
 InstallStep = Callable[[torch.nn.Module, ClientStart], None]

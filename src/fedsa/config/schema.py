@@ -100,6 +100,9 @@ class DataConfig:
     """Cache tokenised splits on disk in ``$FEDSA_CACHE_DIR`` (default ``~/.cache/fedsa``), keyed
     by tokenizer, task, max length and a checksum of the examples; a repeated run skips
     tokenisation. Entries are verified on load and rebuilt if corrupt (false: always tokenise)."""
+    client_tasks: tuple[str, ...] = ()
+    """Client k's own GLUE task ``client_tasks[k % len]`` with its own labels and a local head;
+    empty: every client has ``data.task`` (:mod:`fedsa.tasks.client_tasks`)."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,7 @@ LATER = {"privacy": PrivacyConfig, "florist": FloristConfig, "hetlora": HetLoRAC
 out of the digest and the Flower experiment key at their defaults, so earlier digests hold."""
 LATER_FIELDS: dict[tuple[str, str], Any] = {
     ("adapter", "client_ranks"): [],
+    ("data", "client_tasks"): [],
     ("eval", "initial"): False,
     ("eval", "holdout_clients"): 0,
     ("eval", "adapt_steps"): 0,

@@ -14,6 +14,7 @@ from fedsa.adapters.variants import VARIANTS
 from fedsa.algorithms.registry import ALGORITHMS
 from fedsa.config.schema import BAD_KINDS, TRACKERS, FaultConfig, RunConfig, TrackingConfig
 from fedsa.core.errors import ConfigError
+from fedsa.core.slots import HEAD
 from fedsa.models.causal_lm import SMOLLM2, TINY_LLAMA
 from fedsa.privacy.checks import validate_privacy
 from fedsa.tasks.glue import TASKS
@@ -146,6 +147,7 @@ def validate(cfg: RunConfig) -> None:
         )
     _validate_alignment(cfg)
     _validate_ranks(cfg)
+    _validate_client_tasks(cfg)
     if cfg.federation.share_head and not algo.head_configurable:
         raise ConfigError(
             f"federation.share_head = true is not allowed for {cfg.algorithm}: its head is "
@@ -191,6 +193,40 @@ def _validate_ranks(cfg: RunConfig) -> None:
         raise ConfigError(
             "adapter.client_ranks cannot be combined with federation.align, privacy.mode or "
             "privacy.secure_aggregation (each needs one shape for every client's update)"
+        )
+
+
+def _validate_client_tasks(cfg: RunConfig) -> None:
+    """``data.client_tasks``: classification tasks, each with a client, and a local head."""
+    tasks, data = cfg.data.client_tasks, cfg.data
+    if not tasks:
+        return
+    for i, name in enumerate(tasks):
+        if name not in TASKS:
+            raise ConfigError(
+                f"data.client_tasks[{i}] = {name!r} is not a classification task: use GLUE "
+                f"tasks ({', '.join(t for t in TASKS if t != 'synthetic')})"
+            )
+    if data.task in GENERATION_TASKS:
+        raise ConfigError(
+            f"data.client_tasks are classification tasks but data.task = {data.task!r} is a "
+            "generation task: set data.task to a classification task or drop data.client_tasks"
+        )
+    if len(tasks) > data.num_clients:
+        raise ConfigError(
+            f"data.client_tasks names {len(tasks)} tasks for data.num_clients = "
+            f"{data.num_clients}: give every task a client (raise num_clients or list fewer)"
+        )
+    algo = ALGORITHMS[cfg.algorithm]
+    if HEAD in algo.shared_slots(cfg.federation.share_head):
+        fix = (
+            "set federation.share_head = false"
+            if cfg.federation.share_head
+            else ("use a method that keeps the head on the client")
+        )
+        raise ConfigError(
+            f"algorithm = {cfg.algorithm!r} with data.client_tasks would share one head across "
+            f"different label spaces: {fix}"
         )
 
 

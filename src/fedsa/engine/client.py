@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fedsa.adapters.label_space import set_label_space
 from fedsa.adapters.layout import Layout, apply_trainable
 from fedsa.adapters.ranks import (
     at_rank,
@@ -59,13 +60,15 @@ def install_start(
     """The algorithm's install step, at the client's own rank when ranks differ.
 
     A rank-``r_k`` client's received factors are zero-padded to the model's rank and every LoRA
-    layer gets the scale ``s_k`` (:mod:`fedsa.adapters.ranks`); with one rank for all this is
-    the install step itself.
+    layer gets the scale ``s_k`` (:mod:`fedsa.adapters.ranks`); a client with its own task has
+    its head restricted to its labels (:mod:`fedsa.adapters.label_space`). With one rank and one
+    task for all this is the install step itself.
     """
     if start.rank:
         shared = padded(start.shared, layout.slots, max_rank(cfg))
         start = dataclasses.replace(start, shared=shared)
         set_rank_scale(model, cfg, start.rank)
+    set_label_space(model, start.labels)  # 0 lifts a previous client's mask
     algorithm.install(model, start)
 
 

@@ -25,6 +25,7 @@ from fedsa.engine.prepare import Federation
 from fedsa.engine.results import RunDir
 from fedsa.engine.server_step import ServerState, sent_view, start_rank
 from fedsa.engine.store import ClientStore
+from fedsa.tasks.client_tasks import client_labels
 
 
 def evaluate_client(
@@ -64,6 +65,7 @@ def client_start(fed: Federation, state: ServerState, cid: str, private: Tensors
         initial_private=fed.init_private,
         base=state.base,
         rank=start_rank(fed.cfg, cid),
+        labels=client_labels(fed.cfg, cid),
     )
 
 

@@ -26,6 +26,7 @@ from fedsa.core.params import Tensors, read_from
 from fedsa.models.causal_lm import resolve_target_modules
 from fedsa.tasks.base import Loaded, TaskEval
 from fedsa.tasks.batching import Encoded
+from fedsa.tasks.client_tasks import MixedTaskData, split_by_task
 from fedsa.tasks.glue import resolve_data_dir
 from fedsa.tasks.partition import eval_shards, partition
 from fedsa.tasks.registry import task_for
@@ -68,7 +69,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def split_clients(cfg: RunConfig, task: Loaded) -> tuple[list[list[int]], list[list[int]]]:
-    """Training shards by the configured partitioner, and matched evaluation shards from dev."""
+    """Training shards by the configured partitioner, and matched evaluation shards from dev.
+
+    With ``data.client_tasks`` each task is split among its own clients instead.
+    """
+    if isinstance(task, MixedTaskData):
+        return split_by_task(cfg, task)
     labels = [ex.label for ex in task.train]
     train_parts = partition(
         labels, cfg.data.num_clients, cfg.data.partition, cfg.data.dirichlet_alpha, cfg.seed

@@ -10,6 +10,7 @@ from typing import Any
 
 from fedsa.core.params import numel
 from fedsa.engine.prepare import Federation
+from fedsa.tasks.client_tasks import client_task
 
 
 def param_counts(fed: Federation) -> dict[str, int]:
@@ -61,6 +62,11 @@ def robustness_counts(history: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
+def client_task_map(fed: Federation) -> dict[str, str]:
+    """Each client's own task under ``data.client_tasks``."""
+    return {c: client_task(fed.cfg, c) for c in fed.client_ids}
+
+
 def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     """Final-round numbers (never a best round), totals and parameter counts."""
     final = history[-1]
@@ -70,7 +76,8 @@ def build_summary(fed: Federation, history: list[dict[str, Any]], wall_s: float)
     return {
         "algorithm": fed.cfg.algorithm,
         "variant": fed.cfg.adapter.variant,
-        "task": fed.cfg.data.task,
+        "task": fed.task.task,
+        **({"client_tasks": client_task_map(fed)} if fed.cfg.data.client_tasks else {}),
         "model": fed.cfg.model.name,
         "seed": fed.cfg.seed,
         "rounds": final["round"],

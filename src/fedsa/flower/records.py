@@ -33,7 +33,7 @@ from fedsa.engine.server_step import ServerState
 from fedsa.flower.codec import experiment_key, record_bytes
 from fedsa.flower.screen import Accepted
 from fedsa.privacy.accounting import spent
-from fedsa.tasks.glue import TASKS
+from fedsa.tasks.client_tasks import head_labels
 from fedsa.tracking.fanout import check_trackers, open_trackers
 
 SERVER_STATE = "server.safetensors"
@@ -47,6 +47,8 @@ def flower_refusal(cfg: RunConfig) -> str | None:
     if cfg.eval.initial or cfg.eval.holdout_clients:
         key = "eval.initial" if cfg.eval.initial else "eval.holdout_clients"
         return f"{key} runs in-process only for now: drop it or use `fedsa run`"
+    if cfg.data.client_tasks:
+        return "data.client_tasks runs in-process only for now: drop it or use `fedsa run`"
     return None
 
 
@@ -65,7 +67,7 @@ class RunRecorder:
         self.cfg = cfg
         self.out = Path(out)
         self.client_ids = [str(k) for k in range(cfg.data.num_clients)]
-        labels = TASKS[cfg.data.task].num_labels if cfg.data.task in TASKS else 0
+        labels = head_labels(cfg)
         self.num_labels = labels
         model, layout = build_model(cfg, labels, torch.device("cpu"))
         self.algorithm = ALGORITHMS[cfg.algorithm]

@@ -61,6 +61,29 @@ def encode(
     )
 
 
+def concat(parts: Sequence[Encoded]) -> Encoded:
+    """One split made of ``parts`` in order (tasks tokenised apart, ``data.client_tasks``).
+
+    A part without token types (one that never had a second text) gets zeros, as BERT-style
+    tokenizers give a single text; a single part is returned as it is.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    types = None
+    if any(p.token_type_ids is not None for p in parts):
+        types = [
+            row
+            for p in parts
+            for row in (p.token_type_ids or [[0] * len(ids) for ids in p.input_ids])
+        ]
+    return Encoded(
+        input_ids=[row for p in parts for row in p.input_ids],
+        token_type_ids=types,
+        labels=np.concatenate([p.labels for p in parts]),
+        pad_id=parts[0].pad_id,
+    )
+
+
 def collate(data: Encoded, indices: Sequence[int]) -> dict[str, torch.Tensor]:
     """Pad the selected examples to their longest member.
 

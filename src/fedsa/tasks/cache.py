@@ -190,13 +190,17 @@ def cached_encode(
 
 
 def encode_split(
-    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, cfg: RunConfig, split: str
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: RunConfig,
+    split: str,
+    task: str = "",
 ) -> Encoded:
-    """Tokenise one split of ``cfg``'s task, through the cache when ``data.cache`` is on."""
+    """Tokenise one split of ``task`` (default ``cfg``'s), through the cache if ``data.cache``."""
     return cached_encode(
         examples,
         tokenizer,
         cfg.model.max_length,
-        identity={"model": cfg.model.name, "task": cfg.data.task, "split": split},
+        identity={"model": cfg.model.name, "task": task or cfg.data.task, "split": split},
         cache_dir=cache_root() / "tokens" if cfg.data.cache else None,
     )

@@ -19,8 +19,9 @@ from transformers import PreTrainedModel
 from fedsa.config.schema import RunConfig
 from fedsa.models.loaders import load_classifier, load_tokenizer
 from fedsa.tasks.base import Loaded, Prepared, Task
-from fedsa.tasks.batching import Encoded, collate, length_sorted_chunks
+from fedsa.tasks.batching import Encoded, collate, concat, length_sorted_chunks
 from fedsa.tasks.cache import encode_split
+from fedsa.tasks.client_tasks import MixedTaskData, load_mixed
 from fedsa.tasks.examples import TaskData
 from fedsa.tasks.glue import load_task
 from fedsa.tasks.scores import skew_scores
@@ -84,6 +85,8 @@ class ClassificationEval:
 
 
 def _load(cfg: RunConfig, data_dir: Path | None) -> Loaded:
+    if cfg.data.client_tasks:
+        return load_mixed(cfg, data_dir)
     return load_task(
         cfg.data.task, data_dir, max_train_examples=cfg.data.max_train_examples, seed=cfg.seed
     )
@@ -92,8 +95,9 @@ def _load(cfg: RunConfig, data_dir: Path | None) -> Loaded:
 def _prepare(cfg: RunConfig, task: Loaded, device: torch.device) -> Prepared:
     assert isinstance(task, TaskData)
     tokenizer = load_tokenizer(cfg.model.name)
-    train = encode_split(task.train, tokenizer, cfg, "train")
-    dev = encode_split(task.dev, tokenizer, cfg, "dev")
+    parts = task.parts if isinstance(task, MixedTaskData) else (task,)
+    train = concat([encode_split(p.train, tokenizer, cfg, "train", p.task) for p in parts])
+    dev = concat([encode_split(p.dev, tokenizer, cfg, "dev", p.task) for p in parts])
     return Prepared(train, dev, ClassificationEval(train, dev, cfg.eval.batch_size, device), None)
 
 

@@ -32,6 +32,7 @@ from fedsa.engine.client import install_start
 from fedsa.engine.prepare import build_model, resolve_device
 from fedsa.engine.results import RunDir, read_metrics, read_summary
 from fedsa.engine.server_step import ServerState, sent_view, start_rank
+from fedsa.tasks.client_tasks import client_labels, head_labels
 from fedsa.tasks.glue import TASKS
 from fedsa.tasks.instruct import is_generation_task
 
@@ -102,6 +103,11 @@ class SavedRun:
         """Class names of a classification task, by label id (empty for generation tasks)."""
         if self.is_generation:
             return ()
+        if self.cfg.data.client_tasks:  # each client its own labels on a head of max(n_k) rows
+            raise ConfigError(
+                f"{self.path} gives clients their own tasks (data.client_tasks): export and "
+                "predict do not support such runs yet; load a client with SavedRun.client_model"
+            )
         return TASKS[self.cfg.data.task].label_names
 
     @cached_property
@@ -130,7 +136,7 @@ class SavedRun:
 
     def build(self, device: str = "cpu") -> tuple[torch.nn.Module, Layout, Tensors, Tensors]:
         """The run's freshly built model, its layout, and its initial frozen and private tensors."""
-        num_labels = 0 if self.is_generation else len(self.label_names)
+        num_labels = 0 if self.is_generation else head_labels(self.cfg)
         model, layout = build_model(self.cfg, num_labels, resolve_device(device))
         return model, layout, read_from(model, layout.frozen), read_from(model, layout.private)
 
@@ -162,6 +168,7 @@ class SavedRun:
             initial_private=initial,
             base=state.base,
             rank=0 if client is None else start_rank(cfg, client),
+            labels=0 if client is None else client_labels(cfg, client),
         )
         install_start(model, self.algorithm, start, layout, cfg)
         model.eval()
