@@ -157,3 +157,27 @@ def test_saved_runs_of_task_federations_refuse_export(data_dir: Path, tmp_path: 
     model = saved.client_model("0").model  # the client itself loads, restricted to its labels
     batch = collate(_fed(data_dir).train, [0, 1])
     assert torch.isneginf(model(**batch).logits[:, 2]).all()
+
+
+def test_the_per_task_table_averages_a_tasks_clients_then_seeds(tmp_path: Path) -> None:
+    from fedsa.reports.per_task import task_html, task_markdown, task_rows
+    from fedsa.reports.runs import Run
+
+    def run(seed: int, accs: list[float]) -> Run:
+        own = {"0": "sst2", "1": "mnli", "2": "sst2"}
+        clients = {
+            str(k): {"accuracy": a, "balanced_accuracy": a / 2, "majority": 0.5 + k / 10}
+            for k, a in enumerate(accs)
+        }
+        summary = {"client_tasks": own, "final_clients": clients}
+        return Run("fedsa-lora", seed, tmp_path, summary, [])
+
+    runs = {"fedsa-lora": [run(0, [0.6, 0.4, 0.8]), run(1, [0.7, 0.5, 0.9])]}
+    header, rows = task_rows(runs)
+    assert header == ["algorithm", "sst2", "mnli"]
+    assert rows[0] == ["majority prior", "0.600", "0.600"]  # clients 0 and 2: 0.5, 0.7
+    assert rows[1] == ["fedsa-lora", "0.750 / 0.375", "0.450 / 0.225"]
+    assert "| fedsa-lora | 0.750 / 0.375 | 0.450 / 0.225 |" in task_markdown(runs)
+    assert "<td>0.450 / 0.225</td>" in task_html(runs)
+    plain = {"fedit": [Run("fedit", 0, tmp_path, {"final_clients": {}}, [])]}
+    assert task_markdown(plain) == "" and task_html(plain) == ""

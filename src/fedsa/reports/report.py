@@ -24,6 +24,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from fedsa.reports.per_task import task_html, task_markdown
 from fedsa.reports.plots import (
     plot_accuracy_vs_mb,
     plot_accuracy_vs_round,
@@ -192,6 +193,7 @@ def _markdown(
     config: str,
     pngs: dict[str, Path],
     analysis: list[str],
+    runs: dict[str, list[Run]],
 ) -> str:
     head = [h for _, h in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -202,6 +204,7 @@ def _markdown(
         f"Command:\n\n```\n{command}\n```",
         "\n".join(lines),
         NOTES,
+        *([tasks] if (tasks := task_markdown(runs)) else []),
     ]
     if analysis:
         parts.append("A/B analysis (`fedsa analyze`):\n\n" + "\n".join(f"- {a}" for a in analysis))
@@ -215,6 +218,7 @@ def _html(
     config: str,
     pngs: dict[str, Path],
     analysis: list[str],
+    runs: dict[str, list[Run]],
 ) -> str:
     e = html.escape
     ab = (
@@ -245,7 +249,7 @@ def _html(
         f"<h1>fedsa compare report</h1>\n<p>Config file: <code>{e(config)}</code></p>\n"
         f"<p>Command:</p><pre>{e(command)}</pre>\n"
         f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
-        f"<p>{e(NOTES).replace('*', '')}</p>\n{ab}{imgs}</body></html>\n"
+        f"<p>{e(NOTES).replace('*', '')}</p>\n{task_html(runs)}{ab}{imgs}</body></html>\n"
     )
 
 
@@ -287,8 +291,8 @@ def write_report(
         pngs["balanced_vs_round"] = plot_balanced_vs_round(runs, out_dir / "balanced_vs_round.png")
     analysis = analysis_lines(runs)
     md = out_dir / "report.md"
-    md.write_text(_markdown(rows, command, config, pngs, analysis), encoding="utf-8")
+    md.write_text(_markdown(rows, command, config, pngs, analysis, runs), encoding="utf-8")
     page = out_dir / "report.html"
-    page.write_text(_html(rows, command, config, pngs, analysis), encoding="utf-8")
+    page.write_text(_html(rows, command, config, pngs, analysis, runs), encoding="utf-8")
     log.info("wrote %s and %s", md, page)
     return {**pngs, "markdown": md, "html": page}
