@@ -28,7 +28,7 @@ from fedsa.tasks.base import Loaded, TaskEval
 from fedsa.tasks.batching import Encoded
 from fedsa.tasks.client_tasks import MixedTaskData, split_by_task
 from fedsa.tasks.glue import resolve_data_dir
-from fedsa.tasks.partition import eval_shards, partition
+from fedsa.tasks.partition import split_with_eval
 from fedsa.tasks.registry import task_for
 
 log = logging.getLogger(__name__)
@@ -75,19 +75,8 @@ def split_clients(cfg: RunConfig, task: Loaded) -> tuple[list[list[int]], list[l
     """
     if isinstance(task, MixedTaskData):
         return split_by_task(cfg, task)
-    labels = [ex.label for ex in task.train]
-    train_parts = partition(
-        labels, cfg.data.num_clients, cfg.data.partition, cfg.data.dirichlet_alpha, cfg.seed
-    )
-    size = cfg.data.eval_examples_per_client or max(1, len(task.dev) // cfg.data.num_clients)
-    size = min(size, len(task.dev))
-    eval_parts = eval_shards(
-        [[labels[i] for i in part] for part in train_parts],
-        [ex.label for ex in task.dev],
-        size,
-        cfg.seed,
-    )
-    return train_parts, eval_parts
+    labels, dev = [ex.label for ex in task.train], [ex.label for ex in task.dev]
+    return split_with_eval(labels, dev, cfg.data.num_clients, cfg.data, cfg.seed)
 
 
 def build_model(

@@ -21,7 +21,7 @@ import numpy as np
 from fedsa.config.schema import RunConfig
 from fedsa.tasks.examples import TaskData
 from fedsa.tasks.glue import TASKS, load_task
-from fedsa.tasks.partition import eval_shards, partition
+from fedsa.tasks.partition import split_with_eval
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,9 @@ def split_by_task(cfg: RunConfig, data: MixedTaskData) -> tuple[list[list[int]],
     train_off, dev_off = data.offsets("train"), data.offsets("dev")
     for j, part in enumerate(data.parts):
         clients = [k for k in range(n) if client_task(cfg, k) == part.task]
-        labels = [ex.label for ex in part.train]
+        labels, dev = [ex.label for ex in part.train], [ex.label for ex in part.dev]
         seed = int(np.random.SeedSequence([cfg.seed, j]).generate_state(1)[0])
-        shards = partition(labels, len(clients), cfg.data.partition, cfg.data.dirichlet_alpha, seed)
-        per_client = cfg.data.eval_examples_per_client or max(1, len(part.dev) // len(clients))
-        evals = eval_shards(
-            [[labels[i] for i in s] for s in shards],
-            [ex.label for ex in part.dev],
-            min(per_client, len(part.dev)),
-            seed,
-        )
+        shards, evals = split_with_eval(labels, dev, len(clients), cfg.data, seed)
         for k, shard, ev in zip(clients, shards, evals, strict=True):
             train_parts[k] = [train_off[j] + i for i in shard]
             eval_parts[k] = [dev_off[j] + i for i in ev]

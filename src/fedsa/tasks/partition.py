@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fedsa.config.schema import DataConfig
 from fedsa.core.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,25 @@ def partition(
     if method == "dirichlet":
         return partition_dirichlet(labels, num_clients, alpha, seed)
     raise DataError(f"unknown partition method {method!r}: set it to one of {', '.join(METHODS)}")
+
+
+def split_with_eval(
+    train_labels: Sequence[int],
+    dev_labels: Sequence[int],
+    num_clients: int,
+    data: DataConfig,
+    seed: int,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Training shards by ``data.partition`` and matched evaluation shards from the dev labels.
+
+    Shard size: ``data.eval_examples_per_client``, else the dev size split evenly, at most the
+    dev size. One task's whole federation, or (``data.client_tasks``) one task's own clients.
+    """
+    parts = partition(train_labels, num_clients, data.partition, data.dirichlet_alpha, seed)
+    size = data.eval_examples_per_client or max(1, len(dev_labels) // num_clients)
+    size = min(size, len(dev_labels))
+    shards = eval_shards([[train_labels[i] for i in p] for p in parts], dev_labels, size, seed)
+    return parts, shards
 
 
 def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
