@@ -189,16 +189,13 @@ def _parse_rounds(text: str | None) -> list[int] | None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """``fedsa analyze RUN_DIR``: print one summary line per round and the files written."""
-    from fedsa.reports.heatmaps import write_analysis
+    """``fedsa analyze RUN_DIR [RUN_DIR ...]``: similarity per round; several runs: over seeds."""
+    from fedsa.reports.asymmetry import analyze_command
 
-    out = Path(args.run_dir) / "analysis" if args.out is None else Path(args.out)
-    result = write_analysis(Path(args.run_dir), _parse_rounds(args.rounds), out)
-    for rnd in result["rounds"]:
-        print(rnd["summary_line"])
-    print(f"wrote {out / 'analysis.json'}")
-    for name in result["figures"]:
-        print(f"wrote {out / name}")
+    rounds = _parse_rounds(args.rounds)
+    out = None if args.out is None else Path(args.out)
+    for line in analyze_command([Path(d) for d in args.run_dir], rounds, out):
+        print(line)
     return 0
 
 
@@ -259,9 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_list)
 
     a = sub.add_parser("analyze", help="client x client similarity of A and B from snapshots")
-    a.add_argument("run_dir", help="run directory made with analysis.snapshot_rounds=[...]")
+    a.add_argument("run_dir", nargs="+", help="run folder(s) with analysis.snapshot_rounds")
     a.add_argument("--rounds", default=None, help="comma-separated rounds (default: all saved)")
-    a.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
+    a.add_argument("--out", default=None, help="output folder; several runs: their seed summary")
     a.set_defaults(func=cmd_analyze)
 
     fl = sub.add_parser(
