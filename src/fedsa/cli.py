@@ -1,4 +1,4 @@
-"""The ``fedsa`` command: ``run``, ``compare``, ``analyze``, ``list``, ``export``, ``predict``.
+"""The ``fedsa`` command: run, compare, analyze, sweep, list, export, predict, flower.
 
 User mistakes (:class:`~fedsa.core.errors.FedsaError`) print one line on stderr and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsa.core.errors import ConfigError, FedsaError
+from fedsa.reports.commands import add_report_commands
 from fedsa.use.commands import add_use_commands
 
 
@@ -179,26 +180,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_rounds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"--rounds {text!r} is not a list of round numbers: write e.g. 1,5")
-    return [int(p) for p in parts]
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    """``fedsa analyze RUN_DIR [RUN_DIR ...]``: similarity per round; several runs: over seeds."""
-    from fedsa.reports.asymmetry import analyze_command
-
-    rounds = _parse_rounds(args.rounds)
-    out = None if args.out is None else Path(args.out)
-    for line in analyze_command([Path(d) for d in args.run_dir], rounds, out):
-        print(line)
-    return 0
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """``fedsa list``: algorithms, adapter variants, tasks and model aliases."""
     from fedsa.catalogue import catalogue
@@ -255,12 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list algorithms, variants, tasks and model aliases")
     ls.set_defaults(func=cmd_list)
 
-    a = sub.add_parser("analyze", help="client x client similarity of A and B from snapshots")
-    a.add_argument("run_dir", nargs="+", help="run folder(s) with analysis.snapshot_rounds")
-    a.add_argument("--rounds", default=None, help="comma-separated rounds (default: all saved)")
-    a.add_argument("--out", default=None, help="output folder; several runs: their seed summary")
-    a.set_defaults(func=cmd_analyze)
-
     fl = sub.add_parser(
         "flower",
         help="run on Flower's Deployment Engine (needs fedsa[flower])",
@@ -269,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fl.add_argument("args", nargs=argparse.REMAINDER, help="COMMAND and its arguments")
     fl.set_defaults(func=cmd_flower)
+    add_report_commands(sub)
     add_use_commands(sub)
     return p
 

@@ -35,7 +35,8 @@ def _curves(
     return xs, mean, lo, hi
 
 
-def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
+def new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
+    """A titled, labelled, gridded Agg figure: the one look shared by every report plot."""
     fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)  # explicit Agg: no display, no pyplot global state
     ax = fig.add_subplot()
@@ -53,7 +54,7 @@ def _plot_curves(
     what = f"mean over {n_seeds} seeds, band: min-max" if n_seeds > 1 else "one seed"
     name = "accuracy" if metric == "accuracy_mean" else "balanced accuracy"
     title = f"Mean client {name} vs {'round' if x_key == 'round' else 'MB uploaded'} ({what})"
-    fig, ax = _new_axes(title, xlabel, f"mean client {name} (fraction)")
+    fig, ax = new_axes(title, xlabel, f"mean client {name} (fraction)")
     for algo, rs in runs.items():
         xs, mean, lo, hi = _curves(rs, x_key, metric)
         (line,) = ax.plot(xs, mean, marker="o", markersize=3, label=algo)
@@ -99,7 +100,7 @@ def plot_client_accuracy(runs: dict[str, list[Run]], path: Path) -> Path:
         {c for r in firsts.values() for c in r.summary["final_clients"]}, key=_client_key
     )
     seed = next(iter(firsts.values())).seed if firsts else 0
-    fig, ax = _new_axes(f"Final accuracy per client (seed {seed})", "client", "accuracy (fraction)")
+    fig, ax = new_axes(f"Final accuracy per client (seed {seed})", "client", "accuracy (fraction)")
     width = 0.8 / max(len(firsts), 1)
     for i, (algo, r) in enumerate(firsts.items()):
         accs = [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from fedsa.reports.plots import _new_axes, plot_client_accuracy
+from fedsa.reports.plots import new_axes, plot_client_accuracy
 from fedsa.reports.runs import Run, load_run
 
 PLOTS = "plots"
@@ -29,7 +29,7 @@ def plot_run_accuracy(run: Run, path: Path) -> Path:
     mean = [float(m["eval"]["accuracy_mean"]) for m in evaluated]
     accs = [[float(c["accuracy"]) for c in m["eval"]["clients"].values()] for m in evaluated]
     title = f"{run.algorithm}: mean client accuracy per round (band: worst to best client)"
-    fig, ax = _new_axes(title, "communication round", "client accuracy (fraction)")
+    fig, ax = new_axes(title, "communication round", "client accuracy (fraction)")
     (line,) = ax.plot(rounds, mean, marker="o", markersize=3, label="mean over clients")
     ax.fill_between(
         rounds,
