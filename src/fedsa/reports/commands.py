@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``fedsa sweep LABEL=DIR [LABEL=DIR ...] --out DIR``: compare folders side by side."""
-    from fedsa.reports.sweep import parse_setting, write_sweep
+    from fedsa.reports.sweep import parse_setting
 
     settings = [parse_setting(text) for text in args.settings]
     algos = None
@@ -55,6 +56,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for name in result["files"]:
         print(f"wrote {out / name}", file=sys.stderr)
     return 0
+
+
+def write_sweep(
+    settings: Sequence[tuple[str, Path]],
+    algorithms: Sequence[str] | None,
+    out: Path,
+    command: str,
+    xlabel: str = "setting",
+) -> dict[str, Any]:
+    """Compute the sweep and write ``sweep.json``, ``sweep.md`` and the plots into ``out``."""
+    from fedsa.core.io import atomic_write_bytes, atomic_write_json
+    from fedsa.reports.sweep import markdown, sweep
+    from fedsa.reports.sweep_plots import plot_metric, plot_seen_unseen
+
+    result = sweep(settings, algorithms)
+    result.update({"command": command, "xlabel": xlabel})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "sweep.json", result)
+    atomic_write_bytes(out / "sweep.md", markdown(result, command).encode("utf-8"))
+    files = ["sweep.json", "sweep.md"]
+    files.append(plot_metric(result, "acc", out / "accuracy_vs_setting.png").name)
+    files.append(plot_metric(result, "bal", out / "balanced_vs_setting.png").name)
+    if any(r["unseen_n"] for s in result["settings"] for r in s["rows"]):
+        files.append(plot_seen_unseen(result, out / "seen_vs_unseen.png").name)
+    result["files"] = files
+    return result
 
 
 def add_report_commands(sub: Any) -> None:

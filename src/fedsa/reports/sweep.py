@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from fedsa.core.errors import DataError
-from fedsa.core.io import atomic_write_json
 from fedsa.engine.results import read_summary
 from fedsa.reports.report import aggregate_rows
 from fedsa.reports.stats import mean_ci
@@ -160,28 +159,3 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "paired difference is taken seed by seed against fedsa-lora in the same setting."
     )
     return "\n".join(lines) + "\n"
-
-
-def write_sweep(
-    settings: Sequence[tuple[str, Path]],
-    algorithms: Sequence[str] | None,
-    out: Path,
-    command: str,
-    xlabel: str = "setting",
-) -> dict[str, Any]:
-    """Compute the sweep and write ``sweep.json``, ``sweep.md`` and the plots into ``out``."""
-    from fedsa.core.io import atomic_write_bytes
-    from fedsa.reports.sweep_plots import plot_metric, plot_seen_unseen
-
-    result = sweep(settings, algorithms)
-    result.update({"command": command, "xlabel": xlabel})
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "sweep.json", result)
-    atomic_write_bytes(out / "sweep.md", markdown(result, command).encode("utf-8"))
-    files = ["sweep.json", "sweep.md"]
-    files.append(plot_metric(result, "acc", out / "accuracy_vs_setting.png").name)
-    files.append(plot_metric(result, "bal", out / "balanced_vs_setting.png").name)
-    if any(r["unseen_n"] for s in result["settings"] for r in s["rows"]):
-        files.append(plot_seen_unseen(result, out / "seen_vs_unseen.png").name)
-    result["files"] = files
-    return result
