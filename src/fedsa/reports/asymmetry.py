@@ -23,6 +23,7 @@ from fedsa.core.errors import DataError
 from fedsa.core.io import atomic_write_bytes, atomic_write_json
 from fedsa.reports.analysis import KINDS
 from fedsa.reports.heatmaps import write_analysis
+from fedsa.reports.label_alignment import alignment, client_label_mixes
 from fedsa.reports.stats import mean_ci, paired_ci
 
 #: Paired differences reported beside the kinds: (name, minuend, subtrahend).
@@ -39,12 +40,17 @@ def _interval(pair: tuple[float, float], n: int) -> dict[str, Any]:
     return {"mean": mean, "ci95": None if math.isnan(half) else half, "n": n}
 
 
-def seed_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def seed_summary(
+    results: Sequence[Mapping[str, Any]], alignments: Sequence[Mapping[int, Any]] | None = None
+) -> dict[str, Any]:
     """Mean and 95% interval over runs of each round's mean pairwise cosine, and the differences.
 
     Args:
         results: :func:`fedsa.reports.analysis.analyze_run` results of runs that differ only in
             their seed (same algorithm, variant and split), analysed over the same rounds.
+        alignments: optional :func:`fedsa.reports.label_alignment.alignment` of each run (same
+            order): then each round also has ``labels[kind]``, the interval over seeds of the
+            correlation between that kind's client similarity and the label-mix similarity.
 
     Returns:
         ``algorithm``, ``variant``, ``partition``, ``dirichlet_alpha``, ``runs`` (their folders)
@@ -92,12 +98,25 @@ def seed_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         holds = None
         if change is not None and change["ci95"] is not None:
             holds = bool(change["mean"] - change["ci95"] > 0)
-        out_rounds.append({"round": t, "kinds": kinds, "differences": diffs, "holds": holds})
+        entry = {"round": t, "kinds": kinds, "differences": diffs, "holds": holds}
+        if alignments is not None:
+            entry["labels"] = _label_intervals([a.get(t, {}) for a in alignments])
+        out_rounds.append(entry)
     return {
         **{key: first[key] for key in keys},
         "runs": [res["run_dir"] for res in results],
         "rounds": out_rounds,
     }
+
+
+def _label_intervals(per_run: Sequence[Mapping[str, float | None]]) -> dict[str, Any]:
+    """Each kind's correlation with the label mixes: interval over the runs where it is defined."""
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        vals = [float(v) for v in (r.get(kind) for r in per_run) if v is not None]
+        if vals:
+            out[kind] = _interval(mean_ci(vals), len(vals))
+    return out
 
 
 def _cell(entry: Mapping[str, Any] | None) -> str:
@@ -116,6 +135,12 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
         cells = [_cell(rnd["kinds"].get(k)) for k in KINDS]
         cells += [_cell(rnd["differences"].get(name)) for name, _, _ in DIFFERENCES]
         lines.append("| " + " | ".join([str(rnd["round"]), *cells, holds]) + " |")
+    if all("labels" in rnd for rnd in summary["rounds"]) and summary["rounds"]:
+        head = ["round", *(f"r({kind}, labels)" for kind in KINDS)]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for rnd in summary["rounds"]:
+            cells = [_cell(rnd["labels"].get(k)) for k in KINDS]
+            lines.append("| " + " | ".join([str(rnd["round"]), *cells]) + " |")
     return "\n".join(lines)
 
 
@@ -150,13 +175,14 @@ def plot_summary(summary: Mapping[str, Any], path: Path) -> Path:
 
 
 def analyze_command(
-    run_dirs: Sequence[Path], rounds: Sequence[int] | None, out: Path | None
+    run_dirs: Sequence[Path], rounds: Sequence[int] | None, out: Path | None, labels: bool = False
 ) -> list[str]:
     """``fedsa analyze``: analyse each run (into its ``analysis/``); several runs: seed summary.
 
     With one run the output folder is ``--out`` (default ``RUN_DIR/analysis``). With several, each
     run's own analysis goes to its ``analysis/`` folder and the summary (``asymmetry.json``,
-    ``asymmetry.md``, ``asymmetry.png``) to ``--out``, which is then required.
+    ``asymmetry.md``, ``asymmetry.png``) to ``--out``, which is then required. With ``labels``
+    each run's data are reloaded to correlate client similarity with label-mix similarity.
 
     Returns:
         The lines to print.
@@ -164,7 +190,7 @@ def analyze_command(
     if len(run_dirs) > 1 and out is None:
         raise DataError("several run directories: give --out DIR for their seed summary")
     lines: list[str] = []
-    results = []
+    results, aligned = [], []
     for run_dir in run_dirs:
         own = out if len(run_dirs) == 1 and out is not None else run_dir / "analysis"
         result = write_analysis(run_dir, rounds, own)
@@ -173,8 +199,15 @@ def analyze_command(
         lines += [prefix + r["summary_line"] for r in result["rounds"]]
         lines.append(f"wrote {own / 'analysis.json'}")
         lines += [f"wrote {own / name}" for name in result["figures"]]
+        if labels:
+            aligned.append(alignment(result, client_label_mixes(run_dir)))
+            for t, corr in aligned[-1].items():
+                text = ", ".join(
+                    f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in corr.items()
+                )
+                lines.append(f"{prefix}round {t}: correlation with label-mix similarity: {text}")
     if len(run_dirs) > 1 and out is not None:
-        summary = seed_summary(results)
+        summary = seed_summary(results, aligned if labels else None)
         atomic_write_json(out / "asymmetry.json", summary)
         atomic_write_bytes(out / "asymmetry.md", (markdown_table(summary) + "\n").encode("utf-8"))
         plot_summary(summary, out / "asymmetry.png")

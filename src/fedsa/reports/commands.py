@@ -32,7 +32,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     rounds = parse_rounds(args.rounds)
     out = None if args.out is None else Path(args.out)
-    for line in analyze_command([Path(d) for d in args.run_dir], rounds, out):
+    for line in analyze_command([Path(d) for d in args.run_dir], rounds, out, args.labels):
         print(line)
     return 0
 
@@ -90,6 +90,11 @@ def add_report_commands(sub: Any) -> None:
     a.add_argument("run_dir", nargs="+", help="run folder(s) with analysis.snapshot_rounds")
     a.add_argument("--rounds", default=None, help="comma-separated rounds (default: all saved)")
     a.add_argument("--out", default=None, help="output folder; several runs: their seed summary")
+    a.add_argument(
+        "--labels",
+        action="store_true",
+        help="also correlate client similarity with label-mix similarity (reloads the data)",
+    )
     a.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser(
