@@ -53,19 +53,23 @@ $FEDSA compare configs/minilm-sst2.toml adapter.variant=vera optim.lr=0.01 \
 # Issue 17 (a) and item 6: MNLI, 10 clients, every client every round, 3 seeds; two lanes of one
 # thread each. Snapshots at rounds 1, 5 and 10 feed the asymmetry analysis (the paper's Figure 2).
 SNAP="analysis.snapshot_rounds=[1,5,10]"
+DEVICE=${DEVICE:-cpu}  # on a GPU machine: DEVICE=cuda OUT=runs/results-gpu scripts/results.sh
 mnli() {  # mnli SPLIT_OVERRIDE OUT ALGORITHMS
-    OMP_NUM_THREADS=1 $FEDSA compare configs/minilm-mnli.toml "$1" "$SNAP" --algorithms "$3" \
-        --seeds 0,1,2 --out "$OUT/$2"
+    OMP_NUM_THREADS=1 $FEDSA compare configs/minilm-mnli.toml "$1" "$SNAP" device="$DEVICE" \
+        --algorithms "$3" --seeds 0,1,2 --out "$OUT/$2"
 }
 ( mnli data.dirichlet_alpha=0.1 mnli-dir01 fedit,fedsa-lora
   mnli data.partition=iid mnli-iid ffa-lora,centralized ) &
 ( mnli data.partition=iid mnli-iid fedit,fedsa-lora,local-only ) &
 wait
-# The budget pilot at Dirichlet 0.5 (seed 0, no snapshots).
-$FEDSA compare configs/minilm-mnli.toml --algorithms fedsa-lora,fedit --seeds 0 --out "$OUT/mnli-dir05"
+# Dirichlet 0.5 (the budget pilot, no snapshots), and the same at lr 0.005 (one seed, a probe).
+$FEDSA compare configs/minilm-mnli.toml --algorithms fedsa-lora,fedit --seeds 0,1,2 \
+    --out "$OUT/mnli-dir05"
+$FEDSA compare configs/minilm-mnli.toml optim.lr=0.005 --algorithms fedsa-lora,fedit --seeds 0 \
+    --out "$OUT/mnli-dir05-lr005"
 for split in dir01 iid; do  # the asymmetry over seeds, fedit and fedsa-lora
     for algo in fedit fedsa-lora; do
-        $FEDSA analyze "$OUT/mnli-$split/$algo"/seed_* --out "$OUT/asymmetry-$split-$algo"
+        $FEDSA analyze "$OUT/mnli-$split/$algo"/seed_* --labels --out "$OUT/asymmetry-$split-$algo"
     done
 done
 $FEDSA sweep 0.1="$OUT/mnli-dir01" 0.5="$OUT/mnli-dir05" IID="$OUT/mnli-iid" \
