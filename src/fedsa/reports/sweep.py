@@ -84,8 +84,8 @@ def sweep(settings: Sequence[tuple[str, Path]], algorithms: Sequence[str] | None
     Returns:
         ``{"settings": [{"label", "folder", "rows": [...]}]}``; each row is a compare row
         (:func:`fedsa.reports.report.aggregate_rows`: ``acc_mean``, ``acc_ci``, ``delta``,
-        ``delta_ci``, ...) plus ``{key}_mean``, ``{key}_ci`` and ``{key}_n`` for each of
-        :data:`METRICS` (``acc``, ``bal``, ``unseen``; nan where the runs lack it).
+        ``delta_ci``, ...) plus ``{key}_mean``, ``{key}_ci`` and ``{key}_n`` for the rest of
+        :data:`METRICS` (``bal``, ``unseen``; nan where the runs lack it).
     """
     if not settings:
         raise DataError("no settings given: pass LABEL=COMPARE_DIR, e.g. 0.5=runs/mnli-dir05")
@@ -97,7 +97,7 @@ def sweep(settings: Sequence[tuple[str, Path]], algorithms: Sequence[str] | None
         sums = load_setting(folder, algorithms)
         rows = aggregate_rows(sums)
         for row in rows:
-            for key, name, _ in METRICS:
+            for key, name, _ in METRICS[1:]:  # acc_mean and acc_ci: aggregate_rows has them
                 vals = [v for v in (_metric(s, name) for s in sums[row["algorithm"]]) if v == v]
                 mean, half = mean_ci(vals) if vals else (math.nan, math.nan)
                 row.update({f"{key}_mean": mean, f"{key}_ci": half, f"{key}_n": len(vals)})
