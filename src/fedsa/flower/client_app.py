@@ -23,11 +23,12 @@ import os
 import time
 from pathlib import Path
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsa.core.errors import ConfigError, FedsaError
 from fedsa.flower.channel import ChannelError, Packet, as_mapping, call
+from fedsa.flower.packing import pack_numpy, unpack_numpy
 from fedsa.flower.secagg_client import fitres_content, secaggplus_when_asked
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,10 @@ def _request(msg: Message, context: Context, kind: str) -> Packet:
         "run-id": int(context.run_id),
     }
     records = msg.content.array_records
-    arrays = {k: v.numpy() for k, v in records["shared"].items()}
+    arrays = unpack_numpy(records["shared"])
     for form in ("base", "merge"):  # base-weight changes of a rule that makes any (prefixed)
         if form in records:
-            arrays.update({f"{form}/{k}": v.numpy() for k, v in records[form].items()})
+            arrays.update({f"{form}/{k}": v for k, v in unpack_numpy(records[form]).items()})
     return Packet(header, arrays)
 
 
@@ -112,7 +113,7 @@ def _work(msg: Message, context: Context, kind: str) -> Message:
     if secure is not None:  # for secaggplus_mod to mask: the update in FitRes form, no names
         content = fitres_content(content, reply.arrays, float(secure["weight"]))
     elif reply.arrays:
-        content["upload"] = ArrayRecord({k: Array(v) for k, v in reply.arrays.items()})
+        content["upload"] = pack_numpy(reply.arrays)
     timing = dict(reply.header["records"]["timing"])
     timing.update(
         {"startup-s": age, "handler-s": time.perf_counter() - start, "resident": float(resident)}

@@ -1,8 +1,7 @@
 """What crosses the network: named tensors as ArrayRecords, the run config as a ConfigRecord.
 
-Tensors go through numpy's ``.npy`` format inside Flower's ``Array`` (no pickle: Flower loads with
-``allow_pickle=False``); names and order are kept, so the server sees the same named dict the
-in-process engine does.
+Tensors travel packed, one ``Array`` per record (:mod:`fedsa.flower.packing`); names and
+order are kept, so the server sees the same named dict the in-process engine does.
 """
 
 from __future__ import annotations
@@ -12,25 +11,35 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import safetensors.torch as st_torch
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from fedsa.config.load import config_from_dict
 from fedsa.config.schema import NOT_COMPUTED, RunConfig, drop_defaults
 from fedsa.core.params import Tensors
+from fedsa.flower.packing import ORDER, packed_payload, packed_record, unpack_payload
 
 #: Config keys that may change between runs of one experiment without touching private state.
 _RUN_ONLY = ("eval", "analysis", *NOT_COMPUTED)  # tracking: where a run is logged, not what it is
 
 
 def to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    """Named tensors as an ArrayRecord (CPU copies, same names and order)."""
-    return ArrayRecord.from_torch_state_dict({k: v.detach().cpu() for k, v in tensors.items()})
+    """Named tensors as one packed ArrayRecord (CPU copies, same names and order)."""
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return packed_record(st_torch.save(cpu, metadata={ORDER: json.dumps(list(cpu))}))
 
 
 def from_record(record: ArrayRecord) -> Tensors:
-    """An ArrayRecord back as named CPU tensors (independent of the record's buffers)."""
-    return {k: torch.from_numpy(v.numpy().copy()) for k, v in record.items()}
+    """An ArrayRecord (packed, or one ``Array`` per tensor) back as named CPU tensors.
+
+    Raises:
+        ValueError: the record is malformed (screening turns this into a rejection).
+    """
+    payload = packed_payload(record)
+    if payload is None:
+        return {k: torch.from_numpy(v.numpy().copy()) for k, v in record.items()}
+    return unpack_payload(payload, st_torch.load)
 
 
 def record_bytes(record: ArrayRecord) -> int:

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import Message
 from safetensors import safe_open
@@ -31,6 +30,7 @@ from fedsa.engine.prepare import build_model, sample_clients
 from fedsa.engine.results import RunDir, read_metrics
 from fedsa.engine.server_step import ServerState
 from fedsa.flower.codec import experiment_key, record_bytes
+from fedsa.flower.packing import data_nbytes
 from fedsa.flower.screen import Accepted
 from fedsa.privacy.accounting import spent
 from fedsa.tasks.client_tasks import head_labels
@@ -140,11 +140,7 @@ class RunRecorder:
     @staticmethod
     def tensor_bytes(msg: Message) -> int:
         """Tensor data alone in a message (no headers or keys): the in-process ``bytes_down``."""
-        return sum(
-            int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
-            for r in msg.content.array_records.values()
-            for a in r.values()
-        )
+        return sum(data_nbytes(r) for r in msg.content.array_records.values())
 
     def round_record(
         self,
