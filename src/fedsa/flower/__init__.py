@@ -22,7 +22,14 @@ SAFE_ENV: Mapping[str, str] = {
 
 #: Flower's speed settings we pick unless the user already set them: SuperExec looks for a new
 #: ClientApp/ServerApp task every 0.1 s instead of 1 s (flwr allows 0.01-60 s).
-FAST_ENV: Mapping[str, str] = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
+POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+FAST_ENV: Mapping[str, str] = {POLL_ENV: "0.1"}
+
+#: ...except the SuperLink's own SuperExec, which picks up one ServerApp per run: Flower's 1 s
+#: costs a run half a second on average, where 0.1 s polls the SuperLink ten times a second
+#: for the whole run (a tenth of its CPU on a loopback federation, measured in
+#: ``docs/benchmarks.md``).
+SERVERAPP_POLL_S = "1.0"
 
 
 def default_flwr_home() -> Path:
@@ -45,6 +52,10 @@ def flower_env(home: Path | None = None) -> dict[str, str]:
     else:
         env.setdefault("FLWR_HOME", str(default_flwr_home()))
     return env
+
+
+#: The speed settings the user set before this package was imported (theirs win everywhere).
+USER_SET: frozenset[str] = frozenset(k for k in FAST_ENV if k in os.environ)
 
 
 def apply_flower_env() -> None:

@@ -27,8 +27,9 @@ from typing import Any
 from fedsa.core.errors import ConfigError
 from fedsa.flower import flower_env
 from fedsa.flower.bundle import write_app_bundle
-from fedsa.flower.launch import Federation, Node, Tls
+from fedsa.flower.launch import Federation
 from fedsa.flower.procs import bin_path
+from fedsa.flower.topology import Node, Tls
 
 
 def _config(args: argparse.Namespace) -> Any:

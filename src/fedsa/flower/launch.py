@@ -9,64 +9,34 @@ timeout: a ServerApp that fails or hangs makes :meth:`Federation.run` raise with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import socket
+import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsa.flower import flower_env
+from fedsa.flower import POLL_ENV, SERVERAPP_POLL_S, USER_SET, flower_env
 from fedsa.flower.bundle import write_app_bundle
 from fedsa.flower.procs import Daemon, FlowerRunError, _alive, bin_path, descendants  # noqa: F401 - re-exported for tests
+from fedsa.flower.topology import Node as Node  # re-exported: scripts import it from here
+from fedsa.flower.topology import Tls as Tls
+from fedsa.flower.topology import free_port
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
 
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception): ")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Tls:
-    """TLS files: the CA certificate, and on the SuperLink's side its certificate and key."""
-
-    ca: Path
-    cert: Path | None = None
-    key: Path | None = None
-
-
-@dataclass
-class Node:
-    """One SuperNode's settings."""
-
-    client_id: str
-    state_dir: Path
-    data_dir: str = ""
-    auth_key: Path | None = None
-    """Private key (``ssh-keygen -t ecdsa``) for SuperNode authentication."""
-    max_retries: int = 30
-    """Connection attempts before the SuperNode gives up."""
-    worker: bool = True
-    """Start the resident worker beside the SuperNode (:mod:`fedsa.flower.node`)."""
-    warm_exec: bool = True
-    """Serve the node's messages by the warm SuperExec (:mod:`fedsa.flower.superexec`)."""
-    env: dict[str, str] = field(default_factory=dict)
-    """Extra environment for this node's processes."""
-    threads: int = 1
-    """torch threads of its worker: the nodes of a loopback federation share this host's cores."""
-    nice: int = 5
-    """Niceness of its worker: on a shared host, training yields to the nodes' light Flower
-    processes (SuperNode, SuperExec, ClientApp), whose delays every client of a round waits on."""
 
 
 @dataclass
@@ -84,6 +54,7 @@ class Federation:
     superlink: Daemon | None = None
     workers: dict[str, Path] = field(default_factory=dict)
     """State dirs of the nodes started with a resident worker, by client id."""
+    _sigterm: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -112,13 +83,22 @@ class Federation:
         (self.home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def start_superlink(self, timeout: float = 60.0) -> None:
-        """Start the SuperLink and wait until its health endpoint answers."""
+        """Start the SuperLink and wait until its health endpoint answers.
+
+        Its state is Flower's in-memory one: a loopback federation lives for one command, and a
+        state file costs the SuperLink about twice the CPU per request (SQLite on disk), CPU
+        the sites' training shares on one host (``docs/benchmarks.md``, Flower). A SuperLink
+        that must outlive a restart is ``fedsa flower superlink --database FILE``.
+        """
         argv = [bin_path("flower-superlink"), "--disable-runtime-dependency-installation"]
-        argv += ["--port", str(self.port), "--database", str(self.workdir / "superlink.db")]
+        argv += ["--port", str(self.port)]
         argv += self._tls_args()
         if self.supernode_auth:
             argv.append("--enable-supernode-auth")
-        self.superlink = Daemon.start("superlink", argv, self.env, self.workdir / "superlink.log")
+        env = dict(self.env)
+        if POLL_ENV not in USER_SET:  # the user's setting wins, as for the nodes
+            env[POLL_ENV] = SERVERAPP_POLL_S
+        self.superlink = Daemon.start("superlink", argv, env, self.workdir / "superlink.log")
         self.daemons.append(self.superlink)
         self._wait_health(timeout)
 
@@ -234,6 +214,7 @@ class Federation:
             raise FlowerRunError(f"flwr run failed: {done.stdout.strip()} {done.stderr.strip()}")
         run_id = str(json.loads(done.stdout)["run-id"])
         deadline = time.monotonic() + timeout
+        self._stream_log(run_id, deadline)
         pause = 0.5
         while time.monotonic() < deadline:
             info = self.run_info(run_id)
@@ -250,6 +231,23 @@ class Federation:
             f"run {run_id} did not finish within {timeout:.0f}s and was stopped:\n"
             f"{self.run_log(run_id)}"
         )
+
+    def _stream_log(self, run_id: str, deadline: float) -> None:
+        """Wait for the run to finish by streaming its ServerApp log to ``serverapp-ID.log``.
+
+        ``flwr log --stream`` is one process that the SuperLink ends when the run finishes
+        (it checks every 0.5 s), where polling ``flwr ls`` starts a Python process with flwr's
+        imports (about 0.6 CPU-s) every few seconds, CPU the rounds of a loopback federation need.
+        It returns early (a lost connection, a deadline) without harm: the status poll in
+        :meth:`run` follows it either way.
+        """
+        argv = [bin_path("flwr"), "log", run_id, "fedsa", "--stream"]
+        log_file = self.workdir / f"serverapp-{run_id}.log"
+        with log_file.open("wb") as out, contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
+                timeout=max(1.0, deadline - time.monotonic()), check=False,
+            )  # fmt: skip
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         """The run's entry from ``flwr ls --run-id ID --format json`` (empty if unreadable)."""
@@ -283,7 +281,20 @@ class Federation:
         return [d.proc.pid for d in self.daemons]
 
     def __enter__(self) -> Federation:
+        """Stop every daemon on leaving, SIGTERM included (``kill``, a CI timeout, systemd).
+
+        Python's default SIGTERM ends the process without unwinding, which would leave the
+        SuperLink, the nodes and their workers running; in the main thread SIGTERM becomes
+        ``SystemExit`` for the time of the ``with`` block, so :meth:`__exit__` runs.
+        """
+        if threading.current_thread() is threading.main_thread():
+            self._sigterm = signal.signal(signal.SIGTERM, _exit_on_signal)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            if self._sigterm is not None:
+                signal.signal(signal.SIGTERM, self._sigterm)
+                self._sigterm = None
