@@ -26,9 +26,8 @@ POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 FAST_ENV: Mapping[str, str] = {POLL_ENV: "0.1"}
 
 #: ...except the SuperLink's own SuperExec, which picks up one ServerApp per run: Flower's 1 s
-#: costs a run half a second on average, where 0.1 s polls the SuperLink ten times a second
-#: for the whole run (a tenth of its CPU on a loopback federation, measured in
-#: ``docs/benchmarks.md``).
+#: costs a run half a second on average, where 0.1 s would poll the SuperLink ten times a
+#: second for the whole run, CPU a loopback federation's training shares (``docs/benchmarks.md``).
 SERVERAPP_POLL_S = "1.0"
 
 
