@@ -22,8 +22,11 @@
 #   Dirichlet 0.5 (balanced accuracy 1/3 on every client) while IID learns (fedit 0.44, pooled
 #   0.59, prior 0.35): the skewed splits need a larger budget still. So the set does not fit this
 #   host: the pieces run so far are the MNLI pilot, the asymmetry runs of item 6 (fedit, alpha 0.1
-#   and IID, 3 seeds) and the IID and alpha 0.1 rows below. On a GPU each run takes seconds; run
-#   the whole set there (device=cuda on the fedsa lines), in lanes as below.
+#   and IID, 3 seeds) and the IID and alpha 0.1 rows below. The 40-round pilot at alpha 0.5
+#   (below: 1,782 s a run in a lane, 45 s a round) is the first budget where skewed MNLI learns
+#   (fedit +0.042, fedsa-lora +0.019 over the prior, one seed, still rising): (a) at 40 rounds
+#   would take about 26 h here (105 runs, two lanes). On a GPU each run takes seconds to
+#   minutes; run the whole set there (DEVICE=cuda), in lanes as below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FEDSA=${FEDSA:-.venv/bin/fedsa}
