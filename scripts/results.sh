@@ -70,15 +70,17 @@ $FEDSA compare configs/minilm-mnli.toml --algorithms fedsa-lora,fedit --seeds 0,
     --out "$OUT/mnli-dir05"
 $FEDSA compare configs/minilm-mnli.toml optim.lr=0.005 --algorithms fedsa-lora,fedit --seeds 0 \
     --out "$OUT/mnli-dir05-lr005"
-# The budget pilot at Dirichlet 0.5: 40 rounds (4x), evaluated every 5, seed 0, two lanes (about
-# 27 min). Does any budget this host can afford lift a method above the label prior?
-for algo in fedsa-lora fedit; do
+# The budget pilot at Dirichlet 0.5: 40 rounds (4x), evaluated every 5, seed 0, two lanes of two
+# runs (about 1 h). Does any budget this host can afford lift a method above the label prior?
+r40() {  # r40 ALGORITHM
     OMP_NUM_THREADS=1 $FEDSA compare configs/minilm-mnli.toml federation.rounds=40 eval.every=5 \
-        device="$DEVICE" --algorithms "$algo" --seeds 0 --out "$OUT/mnli-dir05-r40" &
-done
+        device="$DEVICE" --algorithms "$1" --seeds 0 --out "$OUT/mnli-dir05-r40"
+}
+( r40 fedsa-lora; r40 ffa-lora ) &
+( r40 fedit; r40 local-only ) &
 wait
 $FEDSA compare configs/minilm-mnli.toml federation.rounds=40 eval.every=5 device="$DEVICE" \
-    --algorithms fedsa-lora,fedit --seeds 0 --out "$OUT/mnli-dir05-r40"  # the joint report
+    --algorithms fedsa-lora,fedit,ffa-lora,local-only --seeds 0 --out "$OUT/mnli-dir05-r40"
 for split in dir01 iid; do  # the asymmetry over seeds, fedit and fedsa-lora
     for algo in fedit fedsa-lora; do
         $FEDSA analyze "$OUT/mnli-$split/$algo"/seed_* --labels --out "$OUT/asymmetry-$split-$algo"
