@@ -54,7 +54,7 @@ def test_round_trip_keeps_names_order_dtypes_and_values() -> None:
 
 
 def test_numpy_side_reads_torch_side_and_back() -> None:
-    tensors = {k: v for k, v in _tensors(5).items()}
+    tensors = _tensors(5)
     arrays = unpack_numpy(to_record(tensors))  # what the thin ClientApp sees
     assert list(arrays) == list(tensors)
     assert all(np.array_equal(arrays[k], v.numpy()) for k, v in tensors.items())
