@@ -157,15 +157,20 @@ def test_secure_aggregation_deployment(insecure: Federation) -> None:
     """SecAgg+ over a real SuperLink and SuperNodes: four exchanges a round, masked uploads.
 
     The result is the in-process run's to SecAgg+'s quantisation error (bounded round by round
-    in ``tests/test_secagg.py``, which also checks what the server code is handed).
+    in ``tests/test_secagg.py``, which also checks what the server code is handed). After round
+    1, AdamW's normalised steps can turn that error into steps of the learning rate's size, so
+    the end is compared with how far training moved the shared tensors.
     """
     on = ["algorithm=fedsa-lora", "federation.rounds=2", "privacy.secure_aggregation=true"]
     cfg = load_config(TINY, on)
     out = deploy(insecure, cfg, insecure.workdir / "run-secagg")
-    shared, _, _ = in_process(load_config(TINY, on[:2]))
+    fed = prepare(load_config(TINY, on[:2]))
+    start = {k: v.clone() for k, v in fed.init_shared.items()}
+    shared = run_rounds(fed)[0].shared
     got = load_tensors(out / "global.safetensors")
-    assert got.keys() == shared.keys()
-    assert max(float((got[k] - shared[k]).abs().max()) for k in got) < 1e-3
+    assert got.keys() == shared.keys() == start.keys()
+    moved = max(float((shared[k] - start[k]).abs().max()) for k in got)
+    assert max(float((got[k] - shared[k]).abs().max()) for k in got) < 0.1 * moved
     assert any(not torch.equal(got[k], shared[k]) for k in got)  # quantised, not in the clear
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["secagg"]["summed"] for r in records] == [list(CLIENTS)] * 2
