@@ -1,4 +1,4 @@
-"""The ``fedsa export`` and ``fedsa predict`` commands (registered by :mod:`fedsa.cli`)."""
+"""The ``fedsa export``, ``predict`` and ``adapt`` commands (registered by :mod:`fedsa.cli`)."""
 
 from __future__ import annotations
 
@@ -63,8 +63,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """``fedsa adapt RUN_DIR --steps 10,50 --out DIR_{steps}``: unseen clients, other budgets."""
+    from fedsa.engine.readapt import describe, readapt
+
+    try:
+        budgets = [int(x) for x in args.steps.split(",") if x.strip()]
+    except ValueError:
+        budgets = []
+    if not budgets or len(set(budgets)) != len(budgets) or min(budgets) < 0:
+        raise ConfigError(f"--steps {args.steps!r}: give distinct integers >= 0, e.g. 10,50")
+    if len(budgets) > 1 and "{steps}" not in args.out:
+        raise ConfigError(
+            f"--out {args.out!r} names one directory for {len(budgets)} budgets: put {{steps}} "
+            "in it, e.g. runs/x/adapt{steps}"
+        )
+    for steps in budgets:
+        out = Path(args.out.replace("{steps}", str(steps)))
+        summary = readapt(Path(args.run_dir), steps, out, overwrite=args.overwrite)
+        print(f"{out}: {describe(summary)}")
+    return 0
+
+
 def add_use_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``export`` and ``predict``."""
+    """Register ``export``, ``predict`` and ``adapt``."""
     e = sub.add_parser(
         "export",
         help="write a client's personalised model as a PEFT adapter (or a merged model)",
@@ -98,3 +120,16 @@ def add_use_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--max-new-tokens", type=int, default=None, help="causal LMs (default: run's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.set_defaults(func=cmd_predict)
+
+    a = sub.add_parser(
+        "adapt",
+        help="score a finished run's unseen clients at other eval.adapt_steps, without training",
+        description="Write, for each budget, the run directory a fresh run with "
+        "eval.adapt_steps=N would have produced: the unseen clients (eval.holdout_clients) "
+        "adapt from the run's final checkpoint; `fedsa compare` reuses the result.",
+    )
+    a.add_argument("run_dir", help="a finished run with eval.holdout_clients > 0")
+    a.add_argument("--steps", required=True, help="comma-separated budgets, e.g. 10,50")
+    a.add_argument("--out", required=True, help="run directory to write; {steps} is replaced")
+    a.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    a.set_defaults(func=cmd_adapt)
