@@ -24,6 +24,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from fedsa.reports.participation import participation_html, participation_markdown
 from fedsa.reports.per_task import task_html, task_markdown
 from fedsa.reports.plots import (
     plot_accuracy_vs_mb,
@@ -205,6 +206,7 @@ def _markdown(
         "\n".join(lines),
         NOTES,
         *([tasks] if (tasks := task_markdown(runs)) else []),
+        *([sampled] if (sampled := participation_markdown(runs)) else []),
     ]
     if analysis:
         parts.append("A/B analysis (`fedsa analyze`):\n\n" + "\n".join(f"- {a}" for a in analysis))
@@ -221,13 +223,9 @@ def _html(
     runs: dict[str, list[Run]],
 ) -> str:
     e = html.escape
-    ab = (
-        "<p>A/B analysis (fedsa analyze):</p><ul>"
-        + "".join(f"<li>{e(a)}</li>" for a in analysis)
-        + "</ul>\n"
-        if analysis
-        else ""
-    )
+    items = "".join(f"<li>{e(a)}</li>" for a in analysis)
+    ab = f"<p>A/B analysis (fedsa analyze):</p><ul>{items}</ul>\n" if analysis else ""
+    tables = task_html(runs) + participation_html(runs)
     head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
     body = "".join(
         "<tr>" + "".join(f"<td>{e(format_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>\n"
@@ -249,7 +247,7 @@ def _html(
         f"<h1>fedsa compare report</h1>\n<p>Config file: <code>{e(config)}</code></p>\n"
         f"<p>Command:</p><pre>{e(command)}</pre>\n"
         f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
-        f"<p>{e(NOTES).replace('*', '')}</p>\n{task_html(runs)}{ab}{imgs}</body></html>\n"
+        f"<p>{e(NOTES).replace('*', '')}</p>\n{tables}{ab}{imgs}</body></html>\n"
     )
 
 
