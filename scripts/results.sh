@@ -12,21 +12,25 @@
 #   once: about 225 s a run in throughput, 1.3-1.5x better than one run at a time).
 #   a. MNLI, 10 clients, alpha 0.1/0.5/1.0/IID, 3 seeds: every method at alpha 0.5 (14 x 3 = 42
 #      runs) and 7 methods at the other three (63 runs): 105 runs, 6.6 h in two lanes.
-#   b. 30 clients, 10 sampled a round: 10 client-rounds a round as in (a): 21 runs, 1.3 h.
+#   b. 30 clients, 10 sampled a round: 10 client-rounds a round as in (a). Done below on SST-2
+#      IID (4 methods x 3 seeds, 12 runs, 45 min in two lanes); MNLI stays at the prior there.
 #   c. the seven GLUE tasks, one client each, 30 rounds (the budget the pilot below needs):
 #      about 500 s a run; 14 methods x 3 seeds: 5.8 h.
-#   d. unseen clients on (a) at alpha 0.5, adapt_steps 0/10/50: 63 runs, 3.9 h.
+#   d. unseen clients, adapt_steps 0/10/50: one training a method and seed, then `fedsa adapt`
+#      for the other budgets (equal to fresh runs, tests/test_readapt.py). Done below on MNLI
+#      IID (5 methods x 3 seeds, 15 runs, about 45 min in two lanes); alpha 0.5 sits at the
+#      prior at this budget, so unseen clients there would measure nothing.
 #   e. heterogeneous ranks: done (SST-2 section, 20 runs, 23 min).
-#   Total: about 18 h, four times the 4 h the issue allows, and the MNLI pilot (docs/results.md)
-#   shows that at 10 rounds x 10 steps every method sits exactly at the label prior under
-#   Dirichlet 0.5 (balanced accuracy 1/3 on every client) while IID learns (fedit 0.44, pooled
-#   0.59, prior 0.35): the skewed splits need a larger budget still. So the set does not fit this
-#   host: the pieces run so far are the MNLI pilot, the asymmetry runs of item 6 (fedit, alpha 0.1
-#   and IID, 3 seeds) and the IID and alpha 0.1 rows below. The 40-round pilot at alpha 0.5
-#   (below: 1,782 s a run in a lane, 45 s a round) is the first budget where skewed MNLI learns
-#   (fedit +0.042, fedsa-lora +0.019 over the prior, one seed, still rising): (a) at 40 rounds
-#   would take about 26 h here (105 runs, two lanes). On a GPU each run takes seconds to
-#   minutes; run the whole set there (DEVICE=cuda), in lanes as below.
+#   Total: about 14 h with (b) and (d) as run, over three times the 4 h the issue allows, and the
+#   MNLI pilot (docs/results.md) shows that at 10 rounds x 10 steps every method sits exactly at
+#   the label prior under Dirichlet 0.5 (balanced accuracy 1/3 on every client) while IID learns
+#   (fedit 0.44, pooled 0.59, prior 0.35): the skewed splits need a larger budget still. So the
+#   set does not fit this host: the pieces run so far are the MNLI pilot, the asymmetry runs of
+#   item 6 (fedit, alpha 0.1 and IID, 3 seeds), the IID and alpha 0.1 rows, (b) and (d) below.
+#   The 40-round pilot at alpha 0.5 (below: 1,782 s a run in a lane, 45 s a round) is the first
+#   budget where skewed MNLI learns (fedit +0.042, fedsa-lora +0.019 over the prior, one seed,
+#   still rising): (a) at 40 rounds would take about 26 h here (105 runs, two lanes). On a GPU
+#   each run takes seconds to minutes; run the whole set there (DEVICE=cuda), in lanes as below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FEDSA=${FEDSA:-.venv/bin/fedsa}
