@@ -1,4 +1,4 @@
-"""The ``fedsa`` command: run, compare, analyze, sweep, list, export, predict, flower.
+"""The ``fedsa`` command: run, compare, analyze, sweep, list, export, predict, adapt, flower.
 
 User mistakes (:class:`~fedsa.core.errors.FedsaError`) print one line on stderr and exit with
 status 2; anything else is a bug and keeps its traceback.
