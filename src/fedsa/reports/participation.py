@@ -13,6 +13,7 @@ import html
 from collections import Counter
 
 from fedsa.reports.runs import Run, mean_or_nan
+from fedsa.reports.tables import html_table, md_table
 
 TOP = 5
 """Counts from TOP on share one column (``5+``)."""
@@ -73,10 +74,7 @@ NOTE = (
 def participation_markdown(runs: dict[str, list[Run]]) -> str:
     """The table as Markdown with its note ("" without client sampling)."""
     header, rows = participation_rows(runs)
-    if not header:
-        return ""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return NOTE + "\n\n" + "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return NOTE + "\n\n" + md_table(header, rows) if header else ""
 
 
 def participation_html(runs: dict[str, list[Run]]) -> str:
@@ -84,10 +82,4 @@ def participation_html(runs: dict[str, list[Run]]) -> str:
     header, rows = participation_rows(runs)
     if not header:
         return ""
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>\n" for r in rows)
-    return (
-        f"<p>{e(NOTE).replace('`', '')}</p>\n<table><thead><tr>{head}</tr></thead><tbody>\n"
-        f"{body}</tbody></table>\n"
-    )
+    return f"<p>{html.escape(NOTE).replace('`', '')}</p>\n{html_table(header, rows)}"

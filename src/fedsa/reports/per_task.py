@@ -7,9 +7,8 @@ accuracy and balanced accuracy (mean over the task's clients, then over seeds) b
 
 from __future__ import annotations
 
-import html
-
 from fedsa.reports.runs import Run, mean_or_nan
+from fedsa.reports.tables import html_table, md_table
 
 
 def _cells(runs: list[Run], task: str) -> tuple[float, float, float]:
@@ -50,10 +49,8 @@ def task_markdown(runs: dict[str, list[Run]]) -> str:
     header, rows = task_rows(runs)
     if not header:
         return ""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
     note = "Per task (`data.client_tasks`): accuracy / balanced accuracy, mean over the task's "
-    return note + "clients and the seeds.\n\n" + "\n".join(lines)
+    return note + "clients and the seeds.\n\n" + md_table(header, rows)
 
 
 def task_html(runs: dict[str, list[Run]]) -> str:
@@ -61,11 +58,7 @@ def task_html(runs: dict[str, list[Run]]) -> str:
     header, rows = task_rows(runs)
     if not header:
         return ""
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>\n" for r in rows)
     return (
         "<p>Per task (data.client_tasks): accuracy / balanced accuracy, mean over the task's "
-        f"clients and the seeds.</p>\n<table><thead><tr>{head}</tr></thead><tbody>\n{body}"
-        "</tbody></table>\n"
+        f"clients and the seeds.</p>\n{html_table(header, rows)}"
     )
