@@ -111,9 +111,10 @@ c30() {  # c30 CONFIG ALGORITHMS SEEDS OUT [OVERRIDES...]
 }
 ( c30 minilm-mnli.toml fedsa-lora,ffa-lora,fedit 0 mnli-iid-c30
   c30 minilm-sst2.toml fedsa-lora,fedit 0,1,2 sst2-iid-c30 eval.every=10 ) &
-( c30 minilm-sst2.toml ffa-lora,local-only 0,1,2 sst2-iid-c30 eval.every=10 ) &
+( c30 minilm-sst2.toml ffa-lora,local-only,centralized 0,1,2 sst2-iid-c30 eval.every=10 ) &
 wait
-c30 minilm-sst2.toml fedsa-lora,fedit,ffa-lora,local-only 0,1,2 sst2-iid-c30 eval.every=10
+c30 minilm-sst2.toml fedsa-lora,fedit,ffa-lora,local-only,centralized 0,1,2 sst2-iid-c30 \
+    eval.every=10
 # Issue 17 (d): unseen clients, MNLI IID with clients 8 and 9 held out of training. Each run is
 # trained once with eval.adapt_steps=0; `fedsa adapt` scores its unseen clients again after 10
 # and 50 local steps from the final checkpoint, which equals a fresh run with that budget
