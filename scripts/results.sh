@@ -13,7 +13,7 @@
 #   a. MNLI, 10 clients, alpha 0.1/0.5/1.0/IID, 3 seeds: every method at alpha 0.5 (14 x 3 = 42
 #      runs) and 7 methods at the other three (63 runs): 105 runs, 6.6 h in two lanes.
 #   b. 30 clients, 10 sampled a round: 10 client-rounds a round as in (a). Done below on SST-2
-#      IID (4 methods x 3 seeds, 12 runs, 45 min in two lanes); MNLI stays at the prior there.
+#      IID (5 methods x 3 seeds, 15 runs, 55 min in two lanes); MNLI stays at the prior there.
 #   c. the seven GLUE tasks, one client each, 30 rounds (the budget the pilot below needs):
 #      about 500 s a run; 14 methods x 3 seeds: 5.8 h.
 #   d. unseen clients, adapt_steps 0/10/50: one training a method and seed, then `fedsa adapt`
