@@ -91,8 +91,8 @@ def readapt(src: Path, steps: int, out: Path, *, overwrite: bool = False) -> dic
 
     tmp = out.parent / f".{out.name}.readapt-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=lambda d, names: _REWRITTEN if Path(d) == src else [])
     try:
+        shutil.copytree(src, tmp, ignore=lambda d, names: _REWRITTEN if Path(d) == src else [])
         atomic_write_json(tmp / "config.json", cfg.to_dict())
         run_dir = RunDir.reopen(tmp)
         run_dir.rewrite_metrics(history)
