@@ -34,6 +34,7 @@ from fedsa.reports.plots import (
 )
 from fedsa.reports.runs import Run, mean_or_nan
 from fedsa.reports.stats import add_intervals
+from fedsa.reports.tables import html_table, md_table
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,11 @@ def analysis_lines(runs: dict[str, list[Run]]) -> list[str]:
     return lines
 
 
+def _cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The comparison table's header and formatted cells."""
+    return [h for _, h in COLUMNS], [[format_cell(r, k) for k, _ in COLUMNS] for r in rows]
+
+
 def _markdown(
     rows: list[dict[str, Any]],
     command: str,
@@ -196,14 +202,11 @@ def _markdown(
     analysis: list[str],
     runs: dict[str, list[Run]],
 ) -> str:
-    head = [h for _, h in COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(format_cell(r, k) for k, _ in COLUMNS) + " |" for r in rows]
     parts = [
         "# fedsa compare report",
         f"Config file: `{config}`",
         f"Command:\n\n```\n{command}\n```",
-        "\n".join(lines),
+        md_table(*_cells(rows)),
         NOTES,
         *([tasks] if (tasks := task_markdown(runs)) else []),
         *([sampled] if (sampled := participation_markdown(runs)) else []),
@@ -226,11 +229,6 @@ def _html(
     items = "".join(f"<li>{e(a)}</li>" for a in analysis)
     ab = f"<p>A/B analysis (fedsa analyze):</p><ul>{items}</ul>\n" if analysis else ""
     tables = task_html(runs) + participation_html(runs)
-    head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{e(format_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>\n"
-        for r in rows
-    )
     imgs = "".join(
         f'<figure><img alt="{e(name)}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode("ascii")}"></figure>\n'
@@ -246,7 +244,7 @@ def _html(
         f"<title>fedsa compare report</title><style>{style}</style></head><body>\n"
         f"<h1>fedsa compare report</h1>\n<p>Config file: <code>{e(config)}</code></p>\n"
         f"<p>Command:</p><pre>{e(command)}</pre>\n"
-        f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
+        f"{html_table(*_cells(rows))}"
         f"<p>{e(NOTES).replace('*', '')}</p>\n{tables}{ab}{imgs}</body></html>\n"
     )
 
