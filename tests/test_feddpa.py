@@ -10,13 +10,23 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from fedsa.algorithms.feddpa import LOCAL_ADAPTER, instance_weights, set_mix, training_mix
+from fedsa.algorithms.feddpa import (
+    LOCAL_ADAPTER,
+    evaluate_instance_wise,
+    instance_weights,
+    reference_indices,
+    representations,
+    set_mix,
+    training_mix,
+)
+from fedsa.algorithms.hooks import ClientEval
 from fedsa.config.load import load_config
 from fedsa.core.errors import ConfigError
 from fedsa.core.params import equal
 from fedsa.core.slots import A_LOCAL, B_LOCAL
 from fedsa.engine.prepare import prepare
 from fedsa.engine.simulation import ClientEvent, run_rounds
+from fedsa.tasks.batching import collate
 
 TINY = Path(__file__).parents[1] / "configs" / "tiny.toml"
 
@@ -108,3 +118,52 @@ def test_sum_combination_runs_and_vera_is_refused() -> None:
     assert events
     with pytest.raises(ConfigError, match="does not support adapter.variant"):
         load_config(TINY, ["algorithm=feddpa", "adapter.variant=vera"])
+
+
+def test_instance_wise_scores_are_those_of_all_predictions_together() -> None:
+    """Balanced accuracy and macro-F1 under per-input mixes come from every prediction at once.
+
+    The defect this rules out: scoring each input alone and averaging the one-input scores,
+    which makes both equal to accuracy. The reference predicts each input by hand, with its own
+    mix, and scores the predictions with scikit-learn.
+    """
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    fed = prepare(load_config(TINY, ["algorithm=feddpa", "data.dirichlet_alpha=5.0"]))
+    model, task, cfg = fed.model, fed.scorer, fed.cfg
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(std=0.5)
+    k = 0
+    train, evals = fed.client_train[k], fed.client_eval[k]
+    before = _scalings(model)
+    got = evaluate_instance_wise(ClientEval(model, task, k, train, evals, cfg))
+    assert _scalings(model) == before  # the training mix is back
+
+    refs = reference_indices(train, cfg.feddpa.num_references, cfg.seed, k)
+    dev, trainset = task.inputs("dev"), task.inputs("train")
+    a = instance_weights(
+        representations(model, dev, evals, 4, torch.device("cpu")),
+        representations(model, trainset, refs, 4, torch.device("cpu")),
+        cfg.feddpa.max_weight,
+    )
+    preds = []
+    with torch.inference_mode():
+        for i, w in zip(evals, a.tolist(), strict=True):
+            set_mix(model, 1.0 - w, w)
+            batch = {k: v for k, v in collate(dev, [i]).items() if k != "labels"}
+            preds.append(int(model(**batch).logits.argmax(dim=-1)))
+    labels = [int(dev.labels[i]) for i in evals]
+    accuracy = sum(p == y for p, y in zip(preds, labels, strict=True)) / len(evals)
+    assert got["accuracy"] == pytest.approx(accuracy)
+    assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, preds))
+    assert got["macro_f1"] == pytest.approx(f1_score(labels, preds, average="macro"))
+    assert abs(got["balanced_accuracy"] - got["accuracy"]) > 1e-3  # the defect would equal them
+    assert got["n"] == len(evals)
+
+
+def _scalings(model: torch.nn.Module) -> list[dict[str, float]]:
+    """Every LoRA layer's per-adapter scale (what :func:`set_mix` sets)."""
+    return [dict(m.scaling) for m in model.modules() if isinstance(m, LoraLayer)]

@@ -155,8 +155,10 @@ def evaluate_instance_wise(e: ClientEval) -> dict[str, float]:
     With ``feddpa.combination = "sum"`` this is the task's plain evaluation. Otherwise the mix of
     input x is :func:`instance_weights` of its representation (from the task's model inputs: the
     zero-shot prompt for generation, never the reference answer) against the client's reference
-    training examples. The mix differs per input, so inputs are scored one at a time and the
-    metrics averaged; the training mix is restored after.
+    training examples. The mix differs per input, so the task scores inputs one at a time
+    (``before_each`` sets each one's mix), with the metrics of the whole shard: balanced accuracy
+    and macro-F1 from one confusion matrix, never a mean of one-input scores. The training mix
+    is restored after.
     """
     cfg = e.cfg.feddpa
     if cfg.combination != "instance":
@@ -168,19 +170,14 @@ def evaluate_instance_wise(e: ClientEval) -> dict[str, float]:
         representations(e.model, task.inputs("train"), refs, task.batch_size, task.device),
         cfg.max_weight,
     )
-    totals: dict[str, float] = {}
-    for i, a in zip(e.eval_indices, weights.tolist(), strict=True):
-        set_mix(e.model, 1.0 - a, a)
-        for key, value in task.evaluate(e.model, [i], e.records).items():
-            if key != "n":
-                totals[key] = totals.get(key, 0.0) + value
+    mix = dict(zip(e.eval_indices, weights.tolist(), strict=True))  # input index -> a(x)
+
+    def set_input_mix(i: int) -> None:
+        set_mix(e.model, 1.0 - mix[i], mix[i])
+
+    metrics = task.evaluate(e.model, e.eval_indices, e.records, before_each=set_input_mix)
     set_mix(e.model, *training_mix(cfg))
-    n = len(e.eval_indices)
-    return {
-        **{key: total / n for key, total in totals.items()},
-        "n": float(n),
-        "local_weight_mean": float(weights.mean()),
-    }
+    return {**metrics, "local_weight_mean": float(weights.mean())}
 
 
 FEDDPA = Algorithm(

@@ -42,11 +42,17 @@ class TaskEval(Protocol):
         model: torch.nn.Module,
         indices: Sequence[int],
         records: list[dict[str, Any]] | None = None,
+        before_each: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         """Metrics over ``dev[indices]``: ``accuracy`` (the headline), ``loss``, ``n`` at least.
 
         Generation tasks append one record per example to ``records`` when it is given (what was
         asked, generated, extracted and expected); classifiers leave it as it is.
+
+        With ``before_each``, the examples are scored one at a time and ``before_each(i)`` runs
+        just before example ``i`` is: FedDPA sets each input's own adapter mix there. The metrics
+        are still those of the whole shard (balanced accuracy and macro-F1 from one confusion
+        matrix over every example, not a mean of one-example scores).
         """
 
     def inputs(self, split: str) -> Encoded:

@@ -6,7 +6,7 @@ own evaluation shard: accuracy and mean cross-entropy of the task head's predict
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +33,28 @@ def evaluate(
     indices: Sequence[int],
     batch_size: int,
     device: torch.device,
+    before_each: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """Accuracy, mean loss, balanced accuracy and macro-F1 of ``model`` on ``data[indices]``."""
+    """Accuracy, mean loss, balanced accuracy and macro-F1 of ``model`` on ``data[indices]``.
+
+    With ``before_each``, examples go through the model one at a time, each after
+    ``before_each(index)`` (see :meth:`fedsa.tasks.base.TaskEval.evaluate`).
+    """
     model.eval()
     correct = 0
     loss_sum = 0.0
     preds: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     classes = 2
+    chunks = (
+        [[i] for i in indices]
+        if before_each is not None
+        else length_sorted_chunks(data, indices, batch_size)
+    )
     with torch.inference_mode():
-        for chunk in length_sorted_chunks(data, indices, batch_size):
+        for chunk in chunks:
+            if before_each is not None:
+                before_each(chunk[0])
             batch = {k: v.to(device) for k, v in collate(data, chunk).items()}
             out = model(**batch)
             pred = out.logits.argmax(dim=-1)  # (B,)
@@ -70,9 +82,10 @@ class ClassificationEval:
         model: torch.nn.Module,
         indices: Sequence[int],
         records: list[dict[str, Any]] | None = None,
+        before_each: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         """Accuracy, loss and size on ``dev[indices]`` (no records: the labels say it all)."""
-        return evaluate(model, self.dev, indices, self.batch_size, self.device)
+        return evaluate(model, self.dev, indices, self.batch_size, self.device, before_each)
 
     def inputs(self, split: str) -> Encoded:
         """The encoded split itself (its labels are never fed to the model as inputs)."""

@@ -7,7 +7,7 @@ and compares the extracted final answer with the reference (:mod:`fedsa.tasks.ge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,25 @@ class GenerationEval:
         model: torch.nn.Module,
         indices: Sequence[int],
         records: list[dict[str, Any]] | None = None,
+        before_each: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
-        """Exact match (as ``accuracy`` and ``exact_match``), reference loss and size."""
-        return exact_match(
-            model, self.generation, self.dev, indices, self.batch_size, self.device, records
-        )
+        """Exact match (as ``accuracy`` and ``exact_match``), reference loss and size.
+
+        Every metric is a mean over examples, so with ``before_each`` the one-example scores
+        are averaged.
+        """
+        if before_each is None:
+            return exact_match(
+                model, self.generation, self.dev, indices, self.batch_size, self.device, records
+            )
+        totals: dict[str, float] = {}
+        for i in indices:
+            before_each(i)
+            one = exact_match(model, self.generation, self.dev, [i], 1, self.device, records)
+            for key, value in one.items():
+                totals[key] = totals.get(key, 0.0) + value
+        n = float(len(indices))
+        return {**{k: v / n for k, v in totals.items() if k != "n"}, "n": n}
 
     def inputs(self, split: str) -> Encoded:
         """The zero-shot prompts of the split: never the reference answers."""
