@@ -15,7 +15,9 @@
 #   b. 30 clients, 10 sampled a round: 10 client-rounds a round as in (a). Done below on SST-2
 #      IID (5 methods x 3 seeds, 15 runs, 55 min in two lanes); MNLI stays at the prior there.
 #   c. the seven GLUE tasks, one client each, 30 rounds (the budget the pilot below needs):
-#      about 500 s a run; 14 methods x 3 seeds: 5.8 h.
+#      about 500 s a run alone, 617-807 s in a lane; 13 methods can run there (centralized is
+#      refused) x 3 seeds: about 4 h in two lanes. Done below for seven of them (21 runs, 2 h 05
+#      min in two lanes); the other seven methods take about 2 h more.
 #   d. unseen clients, adapt_steps 0/10/50: one training a method and seed, then `fedsa adapt`
 #      for the other budgets (equal to fresh runs, tests/test_readapt.py). Done below on MNLI
 #      IID (5 methods x 3 seeds, 15 runs, about 45 min in two lanes); alpha 0.5 sits at the
